@@ -1,0 +1,168 @@
+"""One worker thread and one bounded queue per tracker.
+
+The training thread only appends to queues; each tracker's hooks run on its own thread, so a
+slow backend delays nobody but itself, and an exception in one is contained to that tracker.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .metrics import nonfinite, to_number
+from .report import report
+
+# Hooks whose "metrics" argument must be converted to plain numbers before the tracker sees it.
+_METRIC_HOOKS = frozenset(
+    {"trackkit_log_train", "trackkit_log_eval", "trackkit_log_epoch", "trackkit_log_final", "trackkit_log_metrics"}
+)
+
+
+@dataclass
+class Limits:
+    queue_size: int = 10_000  # records waiting per tracker before the caller has to wait
+    stall_timeout: float = 60.0  # how long the caller waits on a full queue before giving up on it
+    max_failures: int = 5  # consecutive exceptions before a tracker is switched off
+    flush_interval: float = 1.0  # idle trackers get trackkit_flush at least this often
+
+
+class _Marker:
+    """A flush or stop request travelling through the queue behind the records before it."""
+
+    def __init__(self, flush: bool, stop: bool = False):
+        self.flush, self.stop = flush, stop
+        self.done = threading.Event()
+
+
+class TrackerWorker:
+    def __init__(
+        self,
+        name: str,
+        call: Callable[[str, dict[str, Any]], Any],
+        limits: Limits,
+        on_nonfinite: Callable[[str, str, Any], None],
+    ):
+        self.name = name
+        self._call = call  # call(hook_name, kwargs): the tracker's own hook implementations
+        self._limits = limits
+        self._on_nonfinite = on_nonfinite
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.enqueued = 0  # written by the caller's thread only
+        self.processed = 0  # written by the worker thread only
+        self.delivered = 0
+        self.lost = 0
+        self.state = "ok"  # "ok", "failed" (switched off after errors) or "stalled" (hung)
+        self._failures = 0
+        self._reported = False
+        self._thread = threading.Thread(target=self._loop, name=f"trackkit-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        return self.enqueued - self.processed
+
+    # -- caller's thread -------------------------------------------------------------------
+    def put(self, hook: str, kwargs: dict[str, Any]) -> None:
+        if self.state != "ok":
+            self.lost += 1
+            return
+        if self.enqueued - self.processed >= self._limits.queue_size and not self._wait_for_room():
+            self.lost += 1
+            return
+        self.enqueued += 1
+        self._queue.put((hook, kwargs))
+
+    def _wait_for_room(self) -> bool:
+        deadline = time.monotonic() + self._limits.stall_timeout
+        while self.pending >= self._limits.queue_size:
+            if time.monotonic() > deadline or self.state != "ok":
+                if self.state == "ok":
+                    self.state = "stalled"
+                    report(
+                        f"tracker {self.name!r} has not taken a record for {self._limits.stall_timeout:.0f}s "
+                        f"with {self.pending} waiting; switched off, the run goes on without it"
+                    )
+                return False
+            time.sleep(0.001)
+        return True
+
+    def request(self, flush: bool, timeout: float, stop: bool = False) -> bool:
+        """Wait until everything queued before now is handled; False if ``timeout`` ran out."""
+        if self.state == "stalled":
+            return False
+        if self.state != "ok" and not stop:
+            return True
+        marker = _Marker(flush=flush, stop=stop)
+        self._queue.put(marker)
+        return marker.done.wait(timeout)
+
+    def undelivered(self) -> int:
+        """Records that did not reach the backend: failed or dropped ones, and any still queued."""
+        return self.lost + (self.pending if self.state == "ok" else 0)
+
+    def health(self) -> dict[str, Any]:
+        return {"state": self.state, "delivered": self.delivered, "lost": self.undelivered()}
+
+    # -- worker thread ---------------------------------------------------------------------
+    def _loop(self) -> None:
+        dirty = False
+        last_flush = time.monotonic()
+        while True:
+            wait = max(0.0, last_flush + self._limits.flush_interval - time.monotonic()) if dirty else None
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                item = _Marker(flush=True)
+            if isinstance(item, _Marker):
+                if item.flush and dirty and self.state == "ok":
+                    self._invoke("trackkit_flush", {}, count=False)
+                    dirty, last_flush = False, time.monotonic()
+                item.done.set()
+                if item.stop:
+                    return
+                continue
+            hook, kwargs = item
+            self.processed += 1
+            if hook == "trackkit_finish":  # even a switched-off tracker may close its files
+                self._invoke(hook, kwargs, count=False)
+                continue
+            if self.state != "ok":
+                self.lost += 1
+                continue
+            if hook in _METRIC_HOOKS:
+                kwargs = self._converted(kwargs)
+            if hook == "trackkit_start":
+                if not self._invoke(hook, kwargs, count=False):
+                    self.state = "failed"
+                    report(f"tracker {self.name!r} could not start and is switched off")
+            elif self._invoke(hook, kwargs):
+                self.delivered += 1
+                dirty = True
+            else:
+                self.lost += 1
+            if dirty and time.monotonic() - last_flush >= self._limits.flush_interval and self.state == "ok":
+                self._invoke("trackkit_flush", {}, count=False)
+                dirty, last_flush = False, time.monotonic()
+
+    def _converted(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        metrics = {k: to_number(v) for k, v in kwargs["metrics"].items()}
+        for key in nonfinite(metrics):
+            self._on_nonfinite(key, metrics[key], kwargs.get("step"))
+        return {**kwargs, "metrics": metrics}
+
+    def _invoke(self, hook: str, kwargs: dict[str, Any], count: bool = True) -> bool:
+        try:
+            self._call(hook, kwargs)
+        except Exception as exc:  # a tracker's bug must never reach the training loop
+            self._failures += 1
+            if not self._reported:
+                self._reported = True
+                report(f"tracker {self.name!r} failed in {hook}: {type(exc).__name__}: {exc} (the run goes on)")
+            if count and self._failures >= self._limits.max_failures and self.state == "ok":
+                self.state = "failed"
+                report(f"tracker {self.name!r} switched off after {self._failures} failures in a row")
+            return False
+        self._failures = 0
+        return True

@@ -1,0 +1,71 @@
+"""The on-disk layout of a run's local record, and reading it back.
+
+    <output_dir>/trackkit/run.json       identity, trackers, backend ids, status
+    <output_dir>/trackkit/config.json    hyperparameters, secrets scrubbed
+    <output_dir>/trackkit/metrics.jsonl  one JSON object per logged event
+    <output_dir>/trackkit/summary.json   written when the run finishes
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from .errors import TrackkitError
+
+RUN_FORMAT = 1
+SECRET_MARKERS = ("key", "token", "secret", "password")
+
+
+def scrub(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with the value of every key that looks like a credential masked."""
+    return {k: "***" if any(m in k.lower() for m in SECRET_MARKERS) else v for k, v in config.items()}
+
+
+def record_dir(output_dir: str | os.PathLike) -> Path:
+    return Path(output_dir) / "trackkit"
+
+
+def run_json_path(output_dir: str | os.PathLike) -> Path:
+    return record_dir(output_dir) / "run.json"
+
+
+def read_run_json(output_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run's identity, or None where no run was recorded."""
+    path = run_json_path(output_dir)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TrackkitError(f"{path} is unreadable: {exc}") from None
+    if not isinstance(record, dict) or "id" not in record:
+        raise TrackkitError(f"{path} is not a trackkit run record")
+    if record.get("format", 0) > RUN_FORMAT:
+        raise TrackkitError(
+            f"{path} has format {record['format']}, newer than this trackkit reads ({RUN_FORMAT}); upgrade trackkit"
+        )
+    return record
+
+
+def read_events(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Events of a metrics.jsonl; a last line torn by a kill -9 is skipped, nothing before it."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            if number == len(lines):
+                return  # torn last line: everything before it is good
+            raise TrackkitError(f"{path}:{number} is not valid JSON") from None
+        yield event
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Replace ``path`` whole, so that a reader (or a kill -9) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,347 @@
+"""The Run: what a training loop talks to.
+
+    run = trackkit.start(["console", "jsonl"], output_dir="runs/a", config=hparams)
+    with run:
+        run.log_train({"loss": loss, "learning_rate": lr}, step=step)
+        run.log_eval({"loss": val_loss, "perplexity": val_ppl}, step=step)
+    # leaving the block finishes the run: "success", "failed" on an exception,
+    # "interrupted" on Ctrl-C or SIGTERM.
+
+Every log call validates its arguments and appends one record to each tracker's queue; the
+trackers do the rest on their own threads (see dispatch.py).
+"""
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import inspect
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import hookspecs
+from .dispatch import Limits, TrackerWorker
+from .errors import TrackkitError
+from .metrics import qualify
+from .record import RUN_FORMAT, scrub, read_run_json, run_json_path, write_json_atomic
+from .plugins import parse_names, plugin_manager, source_for
+from .report import report
+from .runinfo import RunInfo
+
+STATUSES = ("success", "failed", "interrupted")
+HOOKS = tuple(name for name in dir(hookspecs) if name.startswith("trackkit_"))
+
+
+def start(
+    trackers: list[str] | tuple[str, ...] | str = ("console", "jsonl"),
+    *,
+    output_dir: str | os.PathLike,
+    config: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    project: str = "trackkit",
+    run_id: str | None = None,
+    resume_from_step: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    limits: Limits | None = None,
+    handle_signals: bool = True,
+) -> "Run":
+    """Start a run and its trackers.
+
+    ``trackers`` are entry-point names, ``package.module:Class`` paths, or ``"none"``.
+    ``options`` are tracker options by parameter name (``{"wandb_project": "x", "offline": True}``);
+    each tracker's constructor receives those it declares.
+    ``resume_from_step`` continues the run recorded in ``output_dir`` (same id, same backend
+    runs); ``run_id`` given with it must match the recorded id.
+    On a rank other than 0 of a distributed run, the returned run does nothing.
+    """
+    names = parse_names(trackers)
+    if not names or _rank() != 0:
+        return NullRun()
+    trackers_by_name = {}
+    for tracker_name in names:
+        cls = source_for(tracker_name).load()
+        _check_backend(tracker_name, cls)
+        trackers_by_name[source_for(tracker_name).name] = cls(**_accepted(cls, options or {}))
+    previous = read_run_json(Path(output_dir))
+    info = _identity(Path(output_dir), previous, name, project, run_id, resume_from_step)
+    started_at = previous["started_at"] if info.resumed and previous else time.time()
+    return Run(info, scrub(config or {}), trackers_by_name, limits or Limits(), handle_signals, started_at)
+
+
+class Run:
+    """A started run. Create it with ``trackkit.start``."""
+
+    def __init__(
+        self,
+        info: RunInfo,
+        config: dict[str, Any],
+        trackers: dict[str, object],
+        limits: Limits,
+        handle_signals: bool,
+        started_at: float,
+    ):
+        self.info = info
+        self._started_at = started_at
+        self._run_json_lock = threading.Lock()
+        self.config = config
+        self._pm = plugin_manager()
+        for tracker_name, tracker in trackers.items():
+            self._pm.register(tracker, name=tracker_name)
+        self._pm.check_pending()  # a misspelt trackkit_* hook fails here, not silently
+        self._flagged: set[str] = set()
+        self._workers = [
+            TrackerWorker(n, self._caller_for(n), limits, self._flag_nonfinite) for n in trackers
+        ]
+        self._final: dict[str, Any] = {}
+        self._finish_lock = threading.Lock()
+        self.status: str | None = None
+        self._exit_status: str | None = None  # what atexit should record if finish is never called
+        self._write_run_json("running")
+        self._dispatch("trackkit_start", {"run": info, "config": config})
+        self._install_exit_handlers(handle_signals)
+
+    # -- logging ---------------------------------------------------------------------------
+    def log_train(self, metrics: Mapping[str, Any], step: int) -> None:
+        self._dispatch("trackkit_log_train", {"metrics": qualify("train", metrics), "step": step})
+
+    def log_eval(self, metrics: Mapping[str, Any], step: int) -> None:
+        self._dispatch("trackkit_log_eval", {"metrics": qualify("eval", metrics), "step": step})
+
+    def log_epoch(self, metrics: Mapping[str, Any], epoch: int, step: int) -> None:
+        self._dispatch("trackkit_log_epoch", {"metrics": qualify("epoch", metrics), "epoch": epoch, "step": step})
+
+    def log_final(self, metrics: Mapping[str, Any]) -> None:
+        final = qualify("final", metrics)
+        self._final.update(final)
+        self._dispatch("trackkit_log_final", {"metrics": final})
+
+    def log_metrics(self, namespace: str, metrics: Mapping[str, Any], step: int) -> None:
+        """Metrics of any other namespace, e.g. ``log_metrics("system", {"cpu_percent": 12}, step)``."""
+        if namespace in ("train", "eval", "epoch", "final") or not namespace or "/" in namespace:
+            raise ValueError(f"log_metrics takes a custom namespace, not {namespace!r}; use log_{namespace}")
+        self._dispatch(
+            "trackkit_log_metrics", {"namespace": namespace, "metrics": qualify(namespace, metrics), "step": step}
+        )
+
+    def log_artifact(
+        self, path: str | os.PathLike, name: str | None = None, kind: str = "file", metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"artifact {str(path)!r} does not exist")
+        self._dispatch(
+            "trackkit_log_artifact",
+            {"path": path.resolve(), "name": name or path.name, "kind": kind, "metadata": dict(metadata or {})},
+        )
+
+    def _dispatch(self, hook: str, kwargs: dict[str, Any]) -> None:
+        if self.status is not None:
+            raise RuntimeError(f"run {self.info.name!r} is already finished ({self.status})")
+        for worker in self._workers:
+            worker.put(hook, kwargs)
+
+    # -- flushing and finishing ------------------------------------------------------------
+    def flush(self, timeout: float = 10.0) -> dict[str, int]:
+        """Wait until every tracker has handled and flushed what was logged so far.
+
+        Returns the number of records each tracker still had after ``timeout`` (empty when all
+        caught up), and says so on stderr.
+        """
+        return self._drain(timeout, "flush")
+
+    def finish(self, status: str = "success", timeout: float = 30.0) -> dict[str, Any]:
+        """Drain every tracker, call ``trackkit_finish`` and record the status in run.json.
+
+        Returns the summary handed to the trackers. Calling it again does nothing.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        with self._finish_lock:
+            if self.status is not None:
+                return self.summary
+            deadline = time.monotonic() + timeout
+            self._drain(timeout, "finish")
+            self.summary = {"status": status, "final": dict(self._final), "trackers": self._health()}
+            self._dispatch("trackkit_finish", {"status": status, "summary": self.summary})
+            self.status = status
+            for worker in self._workers:
+                worker.request(flush=False, stop=True, timeout=max(0.1, deadline - time.monotonic()))
+            self._write_run_json(status)
+            self._uninstall_exit_handlers()
+            return self.summary
+
+    def _drain(self, timeout: float, what: str) -> dict[str, int]:
+        deadline = time.monotonic() + timeout
+        left = {}
+        for worker in self._workers:
+            if not worker.request(flush=True, timeout=max(0.0, deadline - time.monotonic())):
+                left[worker.name] = worker.pending
+        for tracker_name, count in left.items():
+            report(f"{what}: tracker {tracker_name!r} still had {count} records after {timeout:g}s")
+        return left
+
+    def _flag_nonfinite(self, key: str, value: float, step: int | None) -> None:
+        # Called from every worker thread; the set makes it once per key, whichever comes first.
+        if key not in self._flagged:
+            self._flagged.add(key)
+            at = f" at step {step}" if step is not None else ""
+            report(f"{key} is {value}{at}; recorded as is (further non-finite values of it are not flagged)")
+
+    def _health(self) -> dict[str, dict[str, Any]]:
+        return {worker.name: worker.health() for worker in self._workers}
+
+    # -- context manager, Ctrl-C, SIGTERM, atexit ------------------------------------------
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            status = "success"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = "interrupted"
+        elif issubclass(exc_type, SystemExit):
+            status = self._exit_status or ("success" if exc.code in (0, None) else "failed")
+        else:
+            status = "failed"
+        self.finish(status)
+
+    def _install_exit_handlers(self, handle_signals: bool) -> None:
+        atexit.register(self._at_exit)
+        self._previous_excepthook = sys.excepthook
+        sys.excepthook = self._excepthook
+        self._previous_sigterm = None
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _uninstall_exit_handlers(self) -> None:
+        atexit.unregister(self._at_exit)
+        if sys.excepthook == self._excepthook:
+            sys.excepthook = self._previous_excepthook
+        if self._previous_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self._exit_status = "interrupted"
+        raise SystemExit(128 + signal.SIGTERM)
+
+    def _excepthook(self, exc_type, exc, tb) -> None:
+        self._exit_status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+        self._previous_excepthook(exc_type, exc, tb)
+
+    def _at_exit(self) -> None:
+        self.finish(self._exit_status or "success")
+
+    # -- run.json ------------------------------------------------------------------------------
+    def _caller_for(self, tracker_name: str):
+        others = [p for n, p in self._pm.list_name_plugin() if n != tracker_name]
+        callers = {hook: self._pm.subset_hook_caller(hook, remove_plugins=others) for hook in HOOKS}
+
+        def call(hook: str, kwargs: dict[str, Any]) -> None:
+            callers[hook](**kwargs)
+            if hook == "trackkit_start":
+                self._write_run_json("running")  # persist backend ids the tracker just set
+
+        return call
+
+    def _write_run_json(self, status: str) -> None:
+        info = self.info
+        record = {
+            "format": RUN_FORMAT,
+            "name": info.name,
+            "id": info.id,
+            "project": info.project,
+            "status": status,
+            "trackers": [w.name for w in self._workers],
+            "backend_ids": dict(info.backend_ids),
+            "started_at": self._started_at,
+            "updated_at": time.time(),
+            "resumed_from_step": info.resumed_from_step,
+            "world_size": info.world_size,
+        }
+        if status != "running":
+            record["tracker_health"] = self._health()
+        with self._run_json_lock:
+            write_json_atomic(run_json_path(info.dir), record)
+
+
+class NullRun(Run):
+    """The run of a rank other than 0, or of ``--tracker none``: every call returns at once."""
+
+    def __init__(self) -> None:
+        self.status = None
+        self.summary: dict[str, Any] = {}
+
+    def log_train(self, metrics, step): pass
+    def log_eval(self, metrics, step): pass
+    def log_epoch(self, metrics, epoch, step): pass
+    def log_final(self, metrics): pass
+    def log_metrics(self, namespace, metrics, step): pass
+    def log_artifact(self, path, name=None, kind="file", metadata=None): pass
+    def flush(self, timeout=10.0): return {}
+
+    def finish(self, status="success", timeout=30.0):
+        self.status = status
+        return self.summary
+
+    def __exit__(self, exc_type, exc, tb): pass
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _identity(output_dir: Path, previous, name, project, run_id, resume_from_step) -> RunInfo:
+    if resume_from_step is not None and previous is not None:
+        if run_id is not None and run_id != previous["id"]:
+            raise TrackkitError(
+                f"{output_dir} holds run {previous['id']}, not {run_id}: refusing to mix two runs in one folder"
+            )
+        return RunInfo(
+            name=previous["name"], id=previous["id"], project=previous.get("project", project), dir=output_dir,
+            resumed_from_step=resume_from_step, rank=0, world_size=_world_size(),
+            backend_ids=dict(previous.get("backend_ids", {})),
+        )
+    if previous is not None and resume_from_step is None:
+        raise TrackkitError(
+            f"{output_dir} already holds run {previous['name']!r} ({previous['status']}); "
+            "resume it or choose another output directory"
+        )
+    return RunInfo(
+        name=name or output_dir.resolve().name, id=run_id or secrets.token_hex(4), project=project,
+        dir=output_dir, resumed_from_step=resume_from_step, rank=0, world_size=_world_size(),
+    )
+
+
+def _rank() -> int:
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    dist = sys.modules.get("torch.distributed")  # never import torch just to ask
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return 0
+
+
+def _world_size() -> int:
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _accepted(cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of ``options`` that the tracker's constructor declares."""
+    params = inspect.signature(cls).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in params}
+
+
+def _check_backend(name: str, cls: type) -> None:
+    for module in getattr(cls, "requires", ()):
+        if importlib.util.find_spec(module) is None:
+            raise TrackkitError(
+                f"tracker {name!r} needs the {module!r} package, which is not installed "
+                f"(pip install 'trackkit[{name}]' for built-ins)"
+            )
