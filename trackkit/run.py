@@ -272,6 +272,8 @@ class Run:
 class NullRun(Run):
     """The run of a rank other than 0, or of ``--tracker none``: every call returns at once."""
 
+    info = None
+
     def __init__(self) -> None:
         self.status = None
         self.summary: dict[str, Any] = {}
