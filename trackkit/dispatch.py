@@ -28,6 +28,9 @@ class Limits:
     flush_interval: float = 1.0  # idle trackers get trackkit_flush at least this often
 
 
+_MIN_POLL, _MAX_POLL = 0.001, 0.05  # seconds an idle worker sleeps between looks at its queue
+
+
 class _Marker:
     """A flush or stop request travelling through the queue behind the records before it."""
 
@@ -66,9 +69,10 @@ class TrackerWorker:
     # -- caller's thread -------------------------------------------------------------------
     def put(self, hook: str, kwargs: dict[str, Any]) -> None:
         if self.state != "ok":
-            self.lost += 1
-            return
-        if self.enqueued - self.processed >= self._limits.queue_size and not self._wait_for_room():
+            if not (hook == "trackkit_finish" and self.state == "failed"):  # a failed one may still clean up
+                self.lost += 1
+                return
+        elif self.enqueued - self.processed >= self._limits.queue_size and not self._wait_for_room():
             self.lost += 1
             return
         self.enqueued += 1
@@ -107,13 +111,20 @@ class TrackerWorker:
 
     # -- worker thread ---------------------------------------------------------------------
     def _loop(self) -> None:
+        # The worker polls instead of blocking in get(): a blocked reader makes every put() wake
+        # it with a system call, and that wake-up would be paid on the training thread.
         dirty = False
         last_flush = time.monotonic()
+        idle = _MIN_POLL
         while True:
-            wait = max(0.0, last_flush + self._limits.flush_interval - time.monotonic()) if dirty else None
             try:
-                item = self._queue.get(timeout=wait)
+                item = self._queue.get_nowait()
+                idle = _MIN_POLL
             except queue.Empty:
+                if not (dirty and time.monotonic() - last_flush >= self._limits.flush_interval):
+                    time.sleep(idle)
+                    idle = min(idle * 2, _MAX_POLL)
+                    continue
                 item = _Marker(flush=True)
             if isinstance(item, _Marker):
                 if item.flush and dirty and self.state == "ok":

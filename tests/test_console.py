@@ -1,0 +1,60 @@
+"""Console lines in English and Chinese, the banner and the summary."""
+import io
+
+import pytest
+
+import trackkit
+from trackkit.trackers.console import ConsoleTracker
+from trackkit.runinfo import RunInfo
+
+METRICS = {"train/loss": 4.2345, "train/perplexity": 68.45, "train/learning_rate": 8.5e-05,
+           "train/epoch": 1, "train/batch": 125, "train/elapsed_time": 1.23}
+
+
+def drive(lang):
+    out = io.StringIO()
+    console = ConsoleTracker(console_lang=lang, stream=out)
+    run = RunInfo(name="demo", id="abc", project="p", dir="runs/demo")
+    console.trackkit_start(run, {"num_epochs": 10, "batches_per_epoch": 500, "learning_rate": 3e-4})
+    console.trackkit_log_train(METRICS, 250)
+    console.trackkit_log_eval({"eval/loss": 3.8934, "eval/perplexity": 49.12}, 500)
+    console.trackkit_finish("success", {"final": {"final/best_perplexity": 49.12}, "trackers": {
+        "console": {"state": "ok", "delivered": 3, "lost": 0}}})
+    return out.getvalue().splitlines()
+
+
+def test_english_lines():
+    lines = drive("en")
+    assert "step    250 | epoch  1/10 | batch  125/500 | loss 4.2345 | ppl  68.45 | lr 8.5e-05 | time 1.23s" in lines
+    assert "--- Evaluation at step 500 ---" in lines
+    assert "Evaluation done - avg loss: 3.8934, perplexity: 49.12" in lines
+    assert lines[0] == "Run demo (abc) -> runs/demo"
+    assert "  learning_rate      0.0003" in lines
+    assert "Run demo finished: success" in lines
+    assert "  tracker console: ok, 3 delivered, 0 lost" in lines
+
+
+def test_chinese_lines_follow_the_seed():
+    lines = drive("zh")
+    assert "步骤    250 | 轮次  1/10 | 批次  125/500 | 损失 4.2345 | 困惑度  68.45 | 学习率 8.5e-05 | 用时 1.23s" in lines
+    assert "--- 第 500 步评估 ---" in lines
+    assert "评估完成 - 平均损失: 3.8934, 困惑度: 49.12" in lines
+
+
+@pytest.mark.parametrize("env, lang", [({"LANG": "zh_CN.UTF-8"}, "zh"), ({"LANG": "en_US.UTF-8"}, "en"),
+                                       ({"LC_ALL": "zh_TW.UTF-8", "LANG": "en_US.UTF-8"}, "zh")])
+def test_language_follows_the_locale(monkeypatch, env, lang):
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    from trackkit.trackers.console import default_lang
+    assert default_lang() == lang
+
+
+def test_no_progress_bar_in_a_pipe(tmp_path, capfd):
+    with trackkit.start(["console"], output_dir=tmp_path, config={"batches_per_epoch": 4}) as run:
+        run.log_train({"loss": 1.0, "batch": 2}, step=2)
+    out = capfd.readouterr().out
+    assert "\r" not in out and "[#" not in out
+    assert "step      2 | batch    2/4 | loss 1.0000" in out

@@ -1,0 +1,214 @@
+"""The Run API and dispatch: order, isolation, back-pressure, statuses, signals."""
+import json
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+import trackkit
+import trackers_for_tests as t
+from trackkit.record import read_events
+
+
+@pytest.fixture(autouse=True)
+def _fresh_calls():
+    t.CALLS.clear()
+    t.RELEASE.clear()
+    yield
+    t.RELEASE.set()  # let any hanging worker thread end
+
+
+def records(out):
+    return list(read_events(out / "trackkit" / "metrics.jsonl"))
+
+
+def run_json(out):
+    return json.loads((out / "trackkit" / "run.json").read_text())
+
+
+def test_tracker_by_path_receives_every_namespace_in_order(tmp_path):
+    with trackkit.start(["trackers_for_tests:Recording"], output_dir=tmp_path, config={"lr": 0.1}) as run:
+        for step in (1, 2):
+            run.log_train({"loss": 3.0 - step, "train/learning_rate": 0.1}, step=step)
+        run.log_eval({"loss": 1.5}, step=2)
+        run.log_epoch({"val_loss": 1.5}, epoch=1, step=2)
+        run.log_metrics("system", {"cpu_percent": 50}, step=2)
+        (tmp_path / "best.pt").write_bytes(b"x")
+        run.log_artifact(tmp_path / "best.pt", name="best", kind="model", metadata={"step": 2})
+        run.log_final({"best_perplexity": 4.5})
+    assert t.CALLS == [
+        ("start", tmp_path.name, {"lr": 0.1}),
+        ("train", 1, {"train/loss": 2.0, "train/learning_rate": 0.1}),
+        ("train", 2, {"train/loss": 1.0, "train/learning_rate": 0.1}),
+        ("eval", 2, {"eval/loss": 1.5}),
+        ("epoch", 1, 2, {"epoch/val_loss": 1.5}),
+        ("metrics", "system", 2, {"system/cpu_percent": 50}),
+        ("artifact", "best", "model", {"step": 2}),
+        ("final", {"final/best_perplexity": 4.5}),
+        ("finish", "success"),
+    ]
+
+
+def test_tensors_are_converted_for_trackers_and_nan_is_kept_and_flagged_once(tmp_path, capfd):
+    with trackkit.start(["jsonl"], output_dir=tmp_path) as run:
+        run.log_train({"loss": torch.tensor(2.5), "tokens": torch.tensor(7)}, step=1)
+        run.log_train({"loss": float("nan")}, step=2)
+        run.log_train({"loss": float("nan")}, step=3)
+        run.log_eval({"loss": float("inf")}, step=3)
+    train = [e for e in records(tmp_path) if e["event"] == "train"]
+    assert train[0]["metrics"] == {"train/loss": 2.5, "train/tokens": 7}
+    assert math.isnan(train[1]["metrics"]["train/loss"]) and math.isnan(train[2]["metrics"]["train/loss"])
+    err = capfd.readouterr().err
+    assert err.count("train/loss is nan") == 1
+    assert err.count("eval/loss is inf") == 1
+
+
+def test_non_numeric_value_raises_at_call_site_naming_the_key(tmp_path):
+    with trackkit.start(["jsonl"], output_dir=tmp_path) as run:
+        with pytest.raises(TypeError, match="'learning_rate'"):
+            run.log_train({"loss": 1.0, "learning_rate": "3e-4"}, step=1)
+        with pytest.raises(TypeError, match="'loss'"):
+            run.log_train({"loss": torch.ones(3)}, step=1)
+        with pytest.raises(ValueError, match="eval/loss"):
+            run.log_train({"eval/loss": 1.0}, step=1)
+        run.log_train({"loss": 1.0}, step=1)
+    assert [e["step"] for e in records(tmp_path) if e["event"] == "train"] == [1]
+
+
+def test_failing_tracker_is_reported_once_and_the_others_get_everything(tmp_path, capfd):
+    with trackkit.start(["jsonl", "trackers_for_tests:Failing"], output_dir=tmp_path) as run:
+        for step in range(1, 21):
+            run.log_train({"loss": 1.0 / step}, step=step)
+    assert [e["step"] for e in records(tmp_path) if e["event"] == "train"] == list(range(1, 21))
+    err = capfd.readouterr().err
+    assert err.count("tracker 'failing' failed in trackkit_log_train: RuntimeError: backend down") == 1
+    assert err.count("switched off") == 1
+    health = run_json(tmp_path)["tracker_health"]
+    assert health["failing"] == {"state": "failed", "delivered": 0, "lost": 20}
+    assert health["jsonl"] == {"state": "ok", "delivered": 20, "lost": 0}
+    assert run.summary["trackers"]["failing"]["lost"] == 20
+
+
+def test_slow_tracker_does_not_stall_the_caller_and_finish_reports_what_is_left(tmp_path, capfd):
+    run = trackkit.start(["jsonl", "trackers_for_tests:Slow"], output_dir=tmp_path)
+    began = time.perf_counter()
+    for step in range(1, 11):
+        run.log_train({"loss": 1.0}, step=step)
+    assert time.perf_counter() - began < 0.5  # ten records of a 1 s/record tracker
+    began = time.perf_counter()
+    summary = run.finish(timeout=1.5)
+    assert time.perf_counter() - began < 3.5
+    assert summary["trackers"]["slow"]["lost"] >= 8
+    assert summary["trackers"]["jsonl"] == {"state": "ok", "delivered": 10, "lost": 0}
+    assert "finish: tracker 'slow' still had" in capfd.readouterr().err
+    assert len([e for e in records(tmp_path) if e["event"] == "train"]) == 10
+
+
+def test_full_queue_makes_the_caller_wait_and_loses_nothing(tmp_path):
+    limits = trackkit.Limits(queue_size=2)
+    with trackkit.start(["trackers_for_tests:Recording"], output_dir=tmp_path, limits=limits) as run:
+        for step in range(1, 201):
+            run.log_train({"loss": 1.0}, step=step)
+    assert [c[1] for c in t.CALLS if c[0] == "train"] == list(range(1, 201))
+    assert run.summary["trackers"]["recording"]["lost"] == 0
+
+
+def test_hanging_tracker_is_switched_off_after_the_stall_timeout(tmp_path, capfd):
+    limits = trackkit.Limits(queue_size=3, stall_timeout=0.5)
+    run = trackkit.start(["jsonl", "trackers_for_tests:Hanging"], output_dir=tmp_path, limits=limits)
+    began = time.perf_counter()
+    for step in range(1, 31):
+        run.log_train({"loss": 1.0}, step=step)
+    assert time.perf_counter() - began < 2.0
+    summary = run.finish(timeout=1.0)
+    assert summary["trackers"]["hanging"]["state"] == "stalled"
+    assert summary["trackers"]["hanging"]["lost"] >= 26
+    assert "tracker 'hanging' has not taken a record" in capfd.readouterr().err
+    assert len([e for e in records(tmp_path) if e["event"] == "train"]) == 30
+
+
+def test_ctrl_c_inside_the_block_records_interrupted(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with trackkit.start(["jsonl"], output_dir=tmp_path) as run:
+            run.log_train({"loss": 1.0}, step=1)
+            raise KeyboardInterrupt
+    assert run_json(tmp_path)["status"] == "interrupted"
+    assert json.loads((tmp_path / "trackkit" / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_exception_inside_the_block_records_failed(tmp_path):
+    with pytest.raises(ZeroDivisionError):
+        with trackkit.start(["jsonl"], output_dir=tmp_path):
+            1 / 0
+    assert run_json(tmp_path)["status"] == "failed"
+
+
+SCRIPT = """
+import sys, time, trackkit
+run = trackkit.start(["jsonl"], output_dir=sys.argv[1])
+for step in range(1, 100000):
+    run.log_train({{"loss": 1.0 / step}}, step=step)
+    print(step, flush=True)
+    {ending}
+"""
+
+
+def run_script(tmp_path, ending, signal_after=None):
+    code = textwrap.dedent(SCRIPT.format(ending=ending))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    printed = []
+    if signal_after is not None:
+        while len(printed) < signal_after:
+            printed.append(int(proc.stdout.readline()))
+        proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    printed += [int(line) for line in out.split()]
+    return proc.returncode, printed, err
+
+
+def test_sigterm_records_interrupted_and_keeps_every_metric_logged_before_it(tmp_path):
+    code, printed, err = run_script(tmp_path, "time.sleep(0.01)", signal_after=25)
+    assert code == 143, err
+    assert run_json(tmp_path)["status"] == "interrupted"
+    logged = [e["step"] for e in records(tmp_path) if e["event"] == "train"]
+    assert logged[: len(printed)] == printed and len(printed) >= 25
+
+
+def test_leaving_without_finish_records_success_or_failed_at_exit(tmp_path):
+    code, printed, _ = run_script(tmp_path / "ok", "if step == 5: break")
+    assert code == 0 and run_json(tmp_path / "ok")["status"] == "success"
+    assert len(records(tmp_path / "ok")) == 5
+    code, _, err = run_script(tmp_path / "bad", "if step == 5: raise RuntimeError('boom')")
+    assert code == 1 and "RuntimeError: boom" in err
+    assert run_json(tmp_path / "bad")["status"] == "failed"
+
+
+def test_other_ranks_get_a_run_that_does_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    run = trackkit.start(["jsonl"], output_dir=tmp_path)
+    assert isinstance(run, trackkit.NullRun)
+    with run:
+        run.log_train({"loss": 1.0}, step=1)
+    assert not (tmp_path / "trackkit").exists()
+
+
+def test_none_gives_a_run_that_does_nothing(tmp_path):
+    assert isinstance(trackkit.start("none", output_dir=tmp_path), trackkit.NullRun)
+
+
+def test_misspelt_hook_is_refused_at_start(tmp_path):
+    with pytest.raises(Exception, match="trackkit_log_trian"):
+        trackkit.start(["trackers_for_tests:Misspelt"], output_dir=tmp_path)
+
+
+def test_finished_run_refuses_more_records(tmp_path):
+    run = trackkit.start(["jsonl"], output_dir=tmp_path)
+    run.finish()
+    assert run.finish("failed")["status"] == "success"  # a second finish changes nothing
+    with pytest.raises(RuntimeError, match="already finished"):
+        run.log_train({"loss": 1.0}, step=1)
