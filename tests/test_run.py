@@ -212,3 +212,11 @@ def test_finished_run_refuses_more_records(tmp_path):
     assert run.finish("failed")["status"] == "success"  # a second finish changes nothing
     with pytest.raises(RuntimeError, match="already finished"):
         run.log_train({"loss": 1.0}, step=1)
+
+
+def test_a_tensor_changed_in_place_after_logging_is_recorded_as_logged(tmp_path):
+    running = torch.tensor(5.0)
+    with trackkit.start(["jsonl"], output_dir=tmp_path) as run:
+        run.log_train({"loss": running}, step=1)
+        running.zero_()
+    assert records(tmp_path)[0]["metrics"]["train/loss"] == 5.0

@@ -24,8 +24,13 @@ def qualify(namespace: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     prefix = namespace + "/"
     out = {}
     for key, value in metrics.items():
-        if type(value) not in _PLAIN_NUMBERS and not _is_scalar_like(value):
-            raise TypeError(f"metric {key!r} must be a number or a 0-d tensor, got {type(value).__name__}")
+        if type(value) not in _PLAIN_NUMBERS:
+            if not _is_scalar_like(value):
+                raise TypeError(f"metric {key!r} must be a number or a 0-d tensor, got {type(value).__name__}")
+            if hasattr(value, "detach"):
+                # The tracker threads read it later; a copy (an async device op, no sync) keeps
+                # an in-place update by the loop, like running_loss.zero_(), from changing it.
+                value = value.detach().clone()
         if not key.startswith(prefix):
             if "/" in key:
                 raise ValueError(f"metric {key!r} does not belong to the {namespace!r} namespace")
