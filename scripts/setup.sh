@@ -10,22 +10,25 @@ if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+quiet_pip() {  # pip warns about every package missing from a local mirror; keep the rest of stderr
+  "${PIP[@]}" "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "setup: GPU found, installing a CUDA build of torch"
-    "${PIP[@]}" torch
+    quiet_pip torch
   else
     # The pinned release is the CPU build that ships on our CI machines; elsewhere set
     # TORCH_INDEX_URL to a CPU wheel index to avoid the multi-GB CUDA download.
     echo "setup: no GPU, installing torch 2.13.0${TORCH_INDEX_URL:+ from $TORCH_INDEX_URL}"
-    "${PIP[@]}" "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+    quiet_pip "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
   fi
 fi
 
 if ! .venv/bin/python -c "import trackkit, wandb, tensorboard, deepspeed, tokenizers, matplotlib, pytest" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.trackkit-installed ]; then
   echo "setup: installing trackkit with all extras into .venv"
-  "${PIP[@]}" -e ".[all]"
+  quiet_pip -e ".[all]"
   touch .venv/.trackkit-installed
 fi
