@@ -70,9 +70,9 @@ def test_tensors_are_converted_for_trackers_and_nan_is_kept_and_flagged_once(tmp
 
 def test_non_numeric_value_raises_at_call_site_naming_the_key(tmp_path):
     with trackkit.start(["jsonl"], output_dir=tmp_path) as run:
-        with pytest.raises(TypeError, match="'learning_rate'"):
+        with pytest.raises(TypeError, match="'train/learning_rate'"):
             run.log_train({"loss": 1.0, "learning_rate": "3e-4"}, step=1)
-        with pytest.raises(TypeError, match="'loss'"):
+        with pytest.raises(TypeError, match="'train/loss'"):
             run.log_train({"loss": torch.ones(3)}, step=1)
         with pytest.raises(ValueError, match="eval/loss"):
             run.log_train({"eval/loss": 1.0}, step=1)

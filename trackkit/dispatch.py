@@ -50,6 +50,7 @@ class TrackerWorker:
         self.name = name
         self._call = call  # call(hook_name, kwargs): the tracker's own hook implementations
         self._limits = limits
+        self._queue_size = limits.queue_size
         self._on_nonfinite = on_nonfinite
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self.enqueued = 0  # written by the caller's thread only
@@ -68,11 +69,17 @@ class TrackerWorker:
 
     # -- caller's thread -------------------------------------------------------------------
     def put(self, hook: str, kwargs: dict[str, Any]) -> None:
-        if self.state != "ok":
-            if not (hook == "trackkit_finish" and self.state == "failed"):  # a failed one may still clean up
-                self.lost += 1
-                return
-        elif self.enqueued - self.processed >= self._limits.queue_size and not self._wait_for_room():
+        if self.state == "ok" and self.enqueued - self.processed < self._queue_size:
+            self.enqueued += 1
+            self._queue.put((hook, kwargs))
+        else:
+            self._put_slowly(hook, kwargs)
+
+    def _put_slowly(self, hook: str, kwargs: dict[str, Any]) -> None:
+        """A full queue, or a tracker that is switched off."""
+        if self.state == "ok" and self._wait_for_room():
+            pass
+        elif not (hook == "trackkit_finish" and self.state == "failed"):  # a failed one may still clean up
             self.lost += 1
             return
         self.enqueued += 1

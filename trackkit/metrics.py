@@ -19,24 +19,39 @@ def qualify(namespace: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Prefix bare keys with ``namespace/`` and check every value is a number.
 
     Runs on the caller's thread, so it only looks at types: a 0-d tensor stays a tensor here
-    (reading it would sync the device) and is converted later by ``to_number``.
+    (reading it would sync the device) and is converted later by ``to_number``. Key names are
+    checked once and remembered, since a loop logs the same keys at every step.
     """
-    prefix = namespace + "/"
-    out = {}
-    for key, value in metrics.items():
+    names = _QUALIFIED.setdefault(namespace, {})
+    try:
+        out = {names[key]: value for key, value in metrics.items()}
+    except KeyError:
+        out = {_qualified_name(names, namespace, key): value for key, value in metrics.items()}
+    for key, value in out.items():
         if type(value) not in _PLAIN_NUMBERS:
-            if not _is_scalar_like(value):
-                raise TypeError(f"metric {key!r} must be a number or a 0-d tensor, got {type(value).__name__}")
-            if hasattr(value, "detach"):
-                # The tracker threads read it later; a copy (an async device op, no sync) keeps
-                # an in-place update by the loop, like running_loss.zero_(), from changing it.
-                value = value.detach().clone()
-        if not key.startswith(prefix):
-            if "/" in key:
-                raise ValueError(f"metric {key!r} does not belong to the {namespace!r} namespace")
-            key = prefix + key
-        out[key] = value
+            out[key] = _checked_value(key, value)
     return out
+
+
+def _qualified_name(names: dict[str, str], namespace: str, key: str) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"metric names must be strings, got {key!r}")
+    full = key if key.startswith(namespace + "/") else f"{namespace}/{key}"
+    if "/" in key and full is not key:
+        raise ValueError(f"metric {key!r} does not belong to the {namespace!r} namespace")
+    if len(names) < 10_000:  # a loop that invents new names every step gets no cache, not a leak
+        names[key] = full
+    return full
+
+
+def _checked_value(key: str, value: Any) -> Any:
+    if not _is_scalar_like(value):
+        raise TypeError(f"metric {key!r} must be a number or a 0-d tensor, got {type(value).__name__}")
+    if hasattr(value, "detach"):
+        # The tracker threads read it later; a copy (an async device op, no sync) keeps an
+        # in-place update by the loop, like running_loss.zero_(), from changing it.
+        value = value.detach().clone()
+    return value
 
 
 def to_number(value: Any) -> float | int:
@@ -55,6 +70,7 @@ def nonfinite(metrics: Mapping[str, float | int]) -> list[str]:
 
 
 _PLAIN_NUMBERS = frozenset({int, float})
+_QUALIFIED: dict[str, dict[str, str]] = {}  # namespace -> {key as logged: namespaced key}
 
 
 def _is_scalar_like(value: Any) -> bool:
