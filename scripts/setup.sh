@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv with trackkit, the reference trainer and everything the tests need.
-# Safe to run again: it only installs what is missing.
+# Safe to run again: it only installs what is missing. WITH_PLUGINS=1 also installs plugins/*.
 #   PYTHON=python3.11 scripts/setup.sh          choose the interpreter
 #   TORCH_INDEX_URL=<wheel index> scripts/setup.sh   e.g. PyTorch's CPU-only index on a machine without a GPU
 set -euo pipefail
@@ -31,4 +31,10 @@ if ! .venv/bin/python -c "import trackkit, wandb, tensorboard, deepspeed, tokeni
   echo "setup: installing trackkit with all extras into .venv"
   quiet_pip -e ".[all]"
   touch .venv/.trackkit-installed
+fi
+
+# The trackers in plugins/ are separate distributions, installed the way a user installs one.
+if [ "${WITH_PLUGINS:-0}" = 1 ] && ! .venv/bin/python -c "import trackkit_mlflow, trackkit_csv" 2>/dev/null; then
+  echo "setup: installing the plugins in plugins/"
+  quiet_pip -e plugins/trackkit-mlflow -e plugins/trackkit-csv
 fi
