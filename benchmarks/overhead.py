@@ -119,6 +119,8 @@ def main() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+            os.environ[var] = tmp  # nothing of wandb's lands in the home folder
         for config in args.only.split(","):
             if config not in CONFIGS:
                 parser.error(f"unknown configuration {config!r}; choose from {', '.join(CONFIGS)}")
