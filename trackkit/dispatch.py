@@ -53,7 +53,7 @@ class TrackerWorker:
         self._queue_size = limits.queue_size
         self._on_nonfinite = on_nonfinite
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.enqueued = 0  # written by the caller's thread only
+        self.enqueued = 0  # written by callers, one at a time (Run holds a lock)
         self.processed = 0  # written by the worker thread only
         self.delivered = 0
         self.lost = 0

@@ -39,11 +39,12 @@ class Tracking:
 
     trackers: list[str]
     options: dict[str, Any] = field(default_factory=dict)
+    system_metrics: float | None = None  # seconds between samples of system/ metrics
 
     def start(self, **kwargs: Any) -> Run:
         """``trackkit.start`` with these trackers and options; kwargs as ``trackkit.start``."""
         try:
-            return start(self.trackers, options=self.options, **kwargs)
+            return start(self.trackers, options=self.options, system_metrics=self.system_metrics, **kwargs)
         except TrackkitError as exc:
             raise OneLineError(str(exc)) from None
 
@@ -78,6 +79,10 @@ def tracker_options(default: tuple[str, ...] = ("console", "jsonl")) -> Callable
             ),
             click.Option(["--offline"], is_flag=True, default=None, help="Keep backends offline (wandb offline mode)."),
             click.Option(["--use_wandb", "--use-wandb", "use_wandb"], is_flag=True, help="Same as adding --tracker wandb."),
+            click.Option(
+                ["--system-metrics", "system_metrics"], type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                help="Sample CPU, memory and GPU every SECONDS into system/ metrics (default: off).",
+            ),
         ]
         names = {p.name for p in own + extra}
 
@@ -106,4 +111,5 @@ def selection(chosen: dict[str, Any], default: tuple[str, ...]) -> Tracking:
         names = parse_names(given)
     except TrackkitError as exc:
         raise OneLineError(str(exc)) from None
-    return Tracking(names, chosen)
+    system_metrics = chosen.pop("system_metrics", None)  # for start(), not for the trackers
+    return Tracking(names, chosen, system_metrics)

@@ -4,8 +4,10 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, Mapping
 
 import pluggy
 
@@ -33,6 +35,20 @@ class TrackerSource:
         if not isinstance(obj, type):
             raise TrackkitError(f"tracker {self.name!r} ({self.target}) is not a class")
         return obj
+
+    def create(self, options: Mapping[str, Any]) -> object:
+        """An instance, given the options its constructor declares; a missing backend is an error."""
+        cls = self.load()
+        for module in getattr(cls, "requires", ()):
+            if importlib.util.find_spec(module) is None:
+                raise TrackkitError(
+                    f"tracker {self.name!r} needs the {module!r} package, which is not installed "
+                    f"(pip install 'trackkit[{self.name}]' for built-ins)"
+                )
+        params = inspect.signature(cls).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            options = {k: v for k, v in options.items() if k in params}
+        return cls(**options)
 
     def backend_available(self) -> bool | None:
         """Whether the backend libraries the tracker class lists in ``requires`` import."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -20,7 +21,13 @@ SECRET_MARKERS = ("key", "token", "secret", "password")
 
 def scrub(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config with the value of every key that looks like a credential masked."""
-    return {k: "***" if any(m in k.lower() for m in SECRET_MARKERS) else v for k, v in config.items()}
+    return {k: "***" if _looks_secret(k) else v for k, v in config.items()}
+
+
+def _looks_secret(key: str) -> bool:
+    # A word of the key ends with a marker: wandb_api_key, HF_TOKEN, apikey, secret_sauce. Not
+    # every key containing one: tokenizer, train_tokens and keep_last are hyperparameters.
+    return any(word.endswith(SECRET_MARKERS) for word in re.split(r"[^a-z0-9]+", key.lower()))
 
 
 def record_dir(output_dir: str | os.PathLike) -> Path:

@@ -13,8 +13,6 @@ trackers do the rest on their own threads (see dispatch.py).
 from __future__ import annotations
 
 import atexit
-import importlib.util
-import inspect
 import os
 import secrets
 import signal
@@ -32,6 +30,7 @@ from .record import RUN_FORMAT, scrub, read_run_json, run_json_path, write_json_
 from .plugins import parse_names, plugin_manager, source_for
 from .report import report
 from .runinfo import RunInfo
+from .system import SystemSampler
 
 STATUSES = ("success", "failed", "interrupted")
 HOOKS = tuple(name for name in dir(hookspecs) if name.startswith("trackkit_"))
@@ -49,6 +48,7 @@ def start(
     options: Mapping[str, Any] | None = None,
     limits: Limits | None = None,
     handle_signals: bool = True,
+    system_metrics: float | None = None,
 ) -> "Run":
     """Start a run and its trackers.
 
@@ -57,6 +57,7 @@ def start(
     each tracker's constructor receives those it declares.
     ``resume_from_step`` continues the run recorded in ``output_dir`` (same id, same backend
     runs); ``run_id`` given with it must match the recorded id.
+    ``system_metrics`` samples CPU, memory and GPU every that many seconds into ``system/`` (system.py).
     On a rank other than 0 of a distributed run, the returned run does nothing.
     """
     names = parse_names(trackers)
@@ -64,13 +65,12 @@ def start(
         return NullRun()
     trackers_by_name = {}
     for tracker_name in names:
-        cls = source_for(tracker_name).load()
-        _check_backend(tracker_name, cls)
-        trackers_by_name[source_for(tracker_name).name] = cls(**_accepted(cls, options or {}))
+        source = source_for(tracker_name)
+        trackers_by_name[source.name] = source.create(options or {})
     previous = read_run_json(Path(output_dir))
     info = _identity(Path(output_dir), previous, name, project, run_id, resume_from_step)
     started_at = previous["started_at"] if info.resumed and previous else time.time()
-    return Run(info, scrub(config or {}), trackers_by_name, limits or Limits(), handle_signals, started_at)
+    return Run(info, scrub(config or {}), trackers_by_name, limits or Limits(), handle_signals, started_at, system_metrics)
 
 
 class Run:
@@ -84,6 +84,7 @@ class Run:
         limits: Limits,
         handle_signals: bool,
         started_at: float,
+        system_metrics: float | None = None,
     ):
         self.info = info
         self._started_at = started_at
@@ -94,6 +95,7 @@ class Run:
             self._pm.register(tracker, name=tracker_name)
         self._pm.check_pending()  # a misspelt trackkit_* hook fails here, not silently
         self._flagged: set[str] = set()
+        self._put_lock = threading.Lock()
         self._workers = [
             TrackerWorker(n, self._caller_for(n), limits, self._flag_nonfinite) for n in trackers
         ]
@@ -104,10 +106,13 @@ class Run:
         self._write_run_json("running")
         self._dispatch("trackkit_start", {"run": info, "config": config})
         self._install_exit_handlers(handle_signals)
+        self.last_train_step = info.resumed_from_step or 0  # the step system metrics are logged at
+        self._sampler = SystemSampler(self, system_metrics) if system_metrics else None
 
     # -- logging ---------------------------------------------------------------------------
     def log_train(self, metrics: Mapping[str, Any], step: int) -> None:
         self._dispatch("trackkit_log_train", {"metrics": qualify("train", metrics), "step": step})
+        self.last_train_step = step
 
     def log_eval(self, metrics: Mapping[str, Any], step: int) -> None:
         self._dispatch("trackkit_log_eval", {"metrics": qualify("eval", metrics), "step": step})
@@ -142,8 +147,9 @@ class Run:
     def _dispatch(self, hook: str, kwargs: dict[str, Any]) -> None:
         if self.status is not None:
             raise RuntimeError(f"run {self.info.name!r} is already finished ({self.status})")
-        for worker in self._workers:
-            worker.put(hook, kwargs)
+        with self._put_lock:  # the system-metrics thread logs too; records keep one order
+            for worker in self._workers:
+                worker.put(hook, kwargs)
 
     # -- flushing and finishing ------------------------------------------------------------
     def flush(self, timeout: float = 10.0) -> dict[str, int]:
@@ -161,6 +167,8 @@ class Run:
         """
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        if self._sampler is not None:
+            self._sampler.stop()
         with self._finish_lock:
             if self.status is not None:
                 return self.summary
@@ -330,20 +338,3 @@ def _world_size() -> int:
     if dist is not None and dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def _accepted(cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The subset of ``options`` that the tracker's constructor declares."""
-    params = inspect.signature(cls).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return dict(options)
-    return {k: v for k, v in options.items() if k in params}
-
-
-def _check_backend(name: str, cls: type) -> None:
-    for module in getattr(cls, "requires", ()):
-        if importlib.util.find_spec(module) is None:
-            raise TrackkitError(
-                f"tracker {name!r} needs the {module!r} package, which is not installed "
-                f"(pip install 'trackkit[{name}]' for built-ins)"
-            )
