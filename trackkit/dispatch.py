@@ -28,7 +28,7 @@ class Limits:
     flush_interval: float = 1.0  # idle trackers get trackkit_flush at least this often
 
 
-_MIN_POLL, _MAX_POLL = 0.001, 0.05  # seconds an idle worker sleeps between looks at its queue
+_MIN_POLL, _MAX_POLL = 0.01, 0.05  # seconds an idle worker sleeps between looks at its queue
 
 
 class _Marker:
