@@ -1,0 +1,171 @@
+"""Training throughput: a bare loop vs. the trainer untracked vs. the trainer with every tracker.
+
+    python benchmarks/throughput.py            # a table
+    python benchmarks/throughput.py --json     # {"bare_tokens_per_s": .., "none_tokens_per_s": .., ...}
+
+All three train the reference CPU configuration (n_layer 4, n_head 4, n_embd 128, block 64,
+batch 12, char tokenizer, dropout 0) on the built-in corpus, in one process:
+
+- bare: the same model, batch, AdamW and gradient clipping in a dozen lines; no trainer, no tracking;
+- none: ``Trainer.loop`` with ``--tracker none``, logging every step;
+- all: ``Trainer.loop`` with console, jsonl, tensorboard and wandb (offline), logging every step.
+
+Start-up (data, model, backends) is excluded: each contestant is built once and warmed up, then
+they take turns running chunks of ``--steps`` steps, the order rotating every round, so that
+load from other processes hits all three alike. The trainer's chunks end with ``run.flush()``:
+whatever the trackers still had queued is paid for inside the measurement. Reported: the median
+tokens/s of each, and the median over rounds of the ratios within a round.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from reference_trainer.config import TrainConfig
+from reference_trainer.data import build_tokenizer, encode_corpus, read_corpus, split
+from reference_trainer.model import GPT, preset
+from reference_trainer.optim import build_optimizer
+from reference_trainer.train import Trainer
+from trackkit.options import Tracking
+from trackkit.plugins import source_for
+
+REFERENCE = dict(model="tiny", n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, tokenizer="char",
+                 dropout=0.0, learning_rate=1e-3)
+ALL_TRACKERS = ("console", "jsonl", "tensorboard", "wandb")
+
+
+class Bare:
+    """A minimal training loop of the same model and batch: random windows, forward, backward, step."""
+
+    def __init__(self, seed: int):
+        documents = read_corpus(None)
+        tokens = encode_corpus(build_tokenizer("char", documents, 0), documents)
+        self.tokens, _ = split(tokens, 0.1, REFERENCE["block_size"])
+        vocab = int(tokens.max()) + 1
+        torch.manual_seed(seed)
+        self.model = GPT(preset("tiny", n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, vocab_size=vocab))
+        self.optimizer = build_optimizer(self.model, 1e-3, 0.1, torch.device("cpu"))
+        self.generator = torch.Generator().manual_seed(seed)
+        self.offsets = torch.arange(REFERENCE["block_size"] + 1)
+
+    def run(self, steps: int) -> None:
+        for _ in range(steps):
+            high = len(self.tokens) - len(self.offsets)
+            starts = torch.randint(high, (REFERENCE["batch_size"],), generator=self.generator)
+            rows = self.tokens[starts[:, None] + self.offsets].long()
+            _, loss = self.model(rows[:, :-1], rows[:, 1:])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        loss.item()
+
+
+class TrainerLoop:
+    """The trainer's own loop, driven chunk by chunk; its run stays open between chunks."""
+
+    def __init__(self, seed: int, trackers: list[str], folder: Path):
+        cfg = TrainConfig(**REFERENCE, seed=seed, device="cpu", output_dir=str(folder), max_steps=1_000_000,
+                          log_interval=1, eval_interval=0, checkpoint_interval=0)
+        # The console tracker keeps the stream it finds at start: its lines go to /dev/null.
+        self.devnull = open(os.devnull, "w")
+        with contextlib.redirect_stdout(self.devnull):
+            self.trainer = Trainer.create(cfg, Tracking(trackers, {"offline": True}))
+
+    def run(self, steps: int) -> None:
+        self.trainer.loop(until=self.trainer.progress.step + steps)
+        # Includes up to one polling interval of an idle tracker thread: chunks are long enough
+        # (about a second and a half) for that to stay well under 1%.
+        self.trainer.run.flush(timeout=600)
+
+    def close(self) -> None:
+        self.trainer.run.finish()
+        self.devnull.close()
+
+    @property
+    def steps_left_in_epoch(self) -> int:
+        return self.trainer.batches.steps_per_epoch - self.trainer.progress.position
+
+
+def available(names: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    found, missing = [], []
+    for name in names:
+        try:
+            ok = source_for(name).backend_available()
+        except Exception:
+            ok = False
+        (found if ok else missing).append(name)
+    return found, missing
+
+
+def measure(steps: int, repeats: int, warmup: int, seed: int, wanted: tuple[str, ...] = ALL_TRACKERS) -> dict:
+    trackers, missing = available(wanted)
+    if missing:
+        print(f"note: not importable, measured without them: {', '.join(missing)}", file=sys.stderr)
+    tokens_per_step = REFERENCE["batch_size"] * REFERENCE["block_size"]
+    with tempfile.TemporaryDirectory() as tmp:
+        contestants = {
+            "bare": Bare(seed),
+            "none": TrainerLoop(seed, [], Path(tmp, "none")),
+            "all": TrainerLoop(seed, trackers, Path(tmp, "all")),
+        }
+        if contestants["all"].steps_left_in_epoch <= warmup + steps * repeats:
+            raise SystemExit("too many steps: the measurement must not reach the end of an epoch (it evaluates there)")
+        for contestant in contestants.values():
+            contestant.run(warmup)
+        speeds: dict[str, list[float]] = {name: [] for name in contestants}
+        names = list(contestants)
+        for round_ in range(repeats):
+            for name in names[round_ % 3:] + names[:round_ % 3]:
+                began = time.perf_counter()
+                contestants[name].run(steps)
+                speeds[name].append(steps * tokens_per_step / (time.perf_counter() - began))
+        for name in ("none", "all"):
+            contestants[name].close()
+    ratio = lambda a, b: statistics.median(x / y for x, y in zip(speeds[a], speeds[b]))  # noqa: E731
+    return {
+        "bare_tokens_per_s": round(statistics.median(speeds["bare"]), 1),
+        "none_tokens_per_s": round(statistics.median(speeds["none"]), 1),
+        "all_tokens_per_s": round(statistics.median(speeds["all"]), 1),
+        "none_over_bare": round(ratio("none", "bare"), 4),
+        "all_over_none": round(ratio("all", "none"), 4),
+        "trackers": trackers,
+        "steps_per_round": steps,
+        "rounds": repeats,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=50, help="steps per chunk (default 50)")
+    parser.add_argument("--repeats", type=int, default=7, help="rounds of bare/none/all chunks (default 7)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (default 10)")
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--trackers", default=",".join(ALL_TRACKERS),
+                        help=f"the trackers of 'all' (default {','.join(ALL_TRACKERS)})")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args()
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    result = measure(args.steps, args.repeats, args.warmup, args.seed, tuple(args.trackers.split(",")))
+    if args.json:
+        print(json.dumps(result))
+        return
+    for name in ("bare", "none", "all"):
+        print(f"{name:>5}: {result[f'{name}_tokens_per_s']:>10,.0f} tokens/s")
+    print(f"none/bare: {result['none_over_bare']:.3f} (target >= 0.97)")
+    print(f"all/none:  {result['all_over_none']:.3f} (target >= 0.97), trackers: {', '.join(result['trackers'])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Engines: what runs the model's math, so that the training loop does not care how.
+
+The loop talks to an engine through six members, and an engine for another backend (DeepSpeed,
+say) provides the same ones:
+
+    loss = engine.forward(x, y)   # mean loss of one micro-batch (CPU tensors in; the engine moves them)
+    engine.backward(loss)         # once per micro-batch; scaled for gradient accumulation
+    engine.step()                 # once per optimizer step: clip, update, advance the LR schedule
+    engine.learning_rate          # the learning rate the next step() uses
+    engine.save(folder) / engine.load(folder)   # model, optimizer and scheduler state
+    engine.model                  # the bare nn.Module (evaluation mode, sampling)
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from .errors import InputError
+from .model import GPT
+from .optim import build_optimizer, build_scheduler
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA if present, else Apple's MPS, else the CPU; otherwise the device named."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown --device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name} asked for, but this torch sees no CUDA device")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"--device {name} asked for, but MPS is not available here")
+    return device
+
+
+class TorchEngine:
+    """Plain PyTorch on one device: AdamW, LambdaLR, bf16 autocast on CUDA, optional torch.compile."""
+
+    name = "torch"
+
+    def __init__(
+        self,
+        model: GPT,
+        device: torch.device,
+        *,
+        learning_rate: float,
+        weight_decay: float,
+        warmup_steps: int,
+        decay_steps: int,
+        min_lr: float,
+        grad_clip: float,
+        grad_accum: int,
+        compile: bool = False,
+    ):
+        self.device = device
+        self.model = model.to(device)
+        self.optimizer = build_optimizer(model, learning_rate, weight_decay, device)
+        self.scheduler = build_scheduler(self.optimizer, warmup_steps, decay_steps, min_lr / learning_rate)
+        self.grad_clip = grad_clip
+        self.grad_accum = grad_accum
+        # The compiled module shares its parameters with self.model; checkpoints use self.model
+        # so that their keys do not depend on whether --compile was used.
+        self._forward = torch.compile(model) if compile else model
+        # bf16 keeps fp32's exponent range, so unlike fp16 it needs no loss scaling.
+        use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self._autocast = (
+            (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+        )
+        # Pinned host memory lets the copy to the GPU run asynchronously (no sync per batch).
+        self._pin = device.type == "cuda"
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        if self._pin:
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            _, loss = self._forward(self._to_device(x), self._to_device(y))
+        return loss
+
+    def backward(self, loss: torch.Tensor) -> None:
+        # Gradients add up over micro-batches; dividing makes their sum the mean over the step.
+        (loss / self.grad_accum).backward()
+
+    def step(self) -> torch.Tensor | None:
+        """Update the weights; returns the gradient norm before clipping (a device tensor) if clipping."""
+        norm = None
+        if self.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    @property
+    def learning_rate(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def save(self, folder: Path) -> None:
+        torch.save(self.model.state_dict(), folder / "model.pt")
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                   folder / "optimizer.pt")
+
+    def load(self, folder: Path) -> None:
+        self.model.load_state_dict(torch.load(folder / "model.pt", map_location=self.device, weights_only=True))
+        state = torch.load(folder / "optimizer.pt", map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
