@@ -73,9 +73,9 @@ class Bare:
 class TrainerLoop:
     """The trainer's own loop, driven chunk by chunk; its run stays open between chunks."""
 
-    def __init__(self, seed: int, trackers: list[str], folder: Path):
+    def __init__(self, seed: int, trackers: list[str], folder: Path, **overrides):
         cfg = TrainConfig(**REFERENCE, seed=seed, device="cpu", output_dir=str(folder), max_steps=1_000_000,
-                          log_interval=1, eval_interval=0, checkpoint_interval=0)
+                          log_interval=1, eval_interval=0, checkpoint_interval=0, **overrides)
         # The console tracker keeps the stream it finds at start: its lines go to /dev/null.
         self.devnull = open(os.devnull, "w")
         with contextlib.redirect_stdout(self.devnull):

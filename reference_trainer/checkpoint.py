@@ -1,7 +1,8 @@
 """Checkpoints: folders written whole, then published by an atomic link switch.
 
-    <output_dir>/checkpoints/step-00000500/   model.pt, optimizer.pt (the engine's state),
-                                              trainer.pt (RNG states, loss accumulators),
+    <output_dir>/checkpoints/step-00000500/   the engine's files: model.pt, optimizer.pt and
+                                              trainer.pt (RNG states, loss accumulators), or
+                                              DeepSpeed's (with model.pt for sampling);
                                               meta.json (step, epoch, position, best loss, run id,
                                               model shape, hyperparameters), tokenizer.json
     <output_dir>/checkpoints/last -> step-00000500   the newest
@@ -10,7 +11,8 @@
 A checkpoint is written into a hidden temporary folder, renamed to its step's name, and only
 then does ``last`` (or ``best``) switch to it, with a rename of a new symbolic link over the old
 one. A kill at any moment leaves every link pointing at a complete checkpoint. Folders no link
-points at any more are deleted.
+points at any more are deleted. In a multi-process run every rank takes part in the engine's
+part (DeepSpeed writes one shard per rank); rank 0 alone does everything else.
 """
 from __future__ import annotations
 
@@ -24,11 +26,13 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .errors import InputError
 
 FORMAT = 1
 DIRNAME = "checkpoints"
 LINKS = ("last", "best")
+TRAINER_STATE = "trainer.pt"  # the loop's state, where the engine keeps no state of its own (engine.py)
 
 
 @dataclass
@@ -47,9 +51,6 @@ class Checkpoint:
         """The run folder the checkpoint lives in, if it is in one (``<run>/checkpoints/<name>``)."""
         real = self.path.resolve()
         return real.parent.parent if real.parent.name == DIRNAME else None
-
-    def trainer_state(self, device: torch.device) -> dict[str, Any]:
-        return _load(self.path / "trainer.pt", device)
 
 
 def checkpoints_dir(output_dir: str | os.PathLike) -> Path:
@@ -73,7 +74,7 @@ def find(resume: str | None, output_dir: str | os.PathLike) -> Checkpoint | None
 def read(path: Path) -> Checkpoint:
     if not path.exists():
         raise InputError(f"checkpoint {str(path)!r} does not exist")
-    missing = [n for n in ("meta.json", "trainer.pt", "tokenizer.json") if not (path / n).is_file()]
+    missing = [n for n in ("meta.json", "model.pt", "tokenizer.json") if not (path / n).is_file()]
     if missing:
         raise InputError(f"checkpoint {str(path)!r} is incomplete or not a checkpoint: no {', '.join(missing)}")
     try:
@@ -87,6 +88,10 @@ def read(path: Path) -> Checkpoint:
     if meta.get("format", 0) > FORMAT:
         raise InputError(f"checkpoint {str(path)!r} has format {meta['format']}, newer than this trainer reads")
     return Checkpoint(path, meta)
+
+
+def load_trainer_state(folder: Path, device: torch.device) -> dict[str, Any]:
+    return _load(folder / TRAINER_STATE, device)
 
 
 def _load(path: Path, device: torch.device) -> Any:
@@ -130,6 +135,8 @@ class Writer:
         """Write the checkpoint of ``step`` (once per step) and point each of ``links`` at it."""
         if self._written is None or self._written[0] != step:
             self._written = (step, self._write(step, engine, trainer_state, meta, tokenizer))
+        if not distributed.is_main():
+            return self.root / links[0]
         folder = self._written[1]
         for link in links:
             tmp = self.root / f".{link}.tmp"
@@ -140,15 +147,20 @@ class Writer:
         return self.root / links[0]
 
     def _write(self, step: int, engine, trainer_state: dict, meta: dict, tokenizer: dict) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-step-{step:08d}"
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a process killed while writing
-        tmp.mkdir()
-        engine.save(tmp)
-        torch.save(trainer_state, tmp / "trainer.pt")
+        if distributed.is_main():
+            self.root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)  # left by a process killed while writing
+            tmp.mkdir()
+        distributed.barrier()  # the folder exists before any rank writes into it
+        engine.save(tmp, trainer_state)
+        distributed.barrier()  # and every rank's part is complete before rank 0 publishes it
+        if not distributed.is_main():
+            return tmp
         (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, **meta}, indent=2) + "\n", encoding="utf-8")
         (tmp / "tokenizer.json").write_text(json.dumps(tokenizer) + "\n", encoding="utf-8")
-        for file in tmp.iterdir():  # on disk before the rename makes the folder visible
+        # On disk before the rename makes the folder visible.
+        for file in (f for f in tmp.rglob("*") if f.is_file()):
             with open(file, "rb") as f:
                 os.fsync(f.fileno())
         # A folder of this step may exist from an earlier process (resumed from an older

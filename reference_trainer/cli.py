@@ -4,6 +4,7 @@
     trackkit-train --data books/ --tokenizer bpe --max-steps 5000 --tracker wandb
     trackkit-train --config run.toml --learning-rate 3e-4   # flags override the file
     trackkit-train --output-dir runs/a --resume      # continue runs/a from checkpoints/last
+    deepspeed --num_gpus 2 $(command -v trackkit-train) --deepspeed --zero-stage 2   # see README
     trackkit-train sample --checkpoint runs/a/checkpoints/best --prompt "The "
 """
 from __future__ import annotations
@@ -19,8 +20,9 @@ from click.core import ParameterSource
 from trackkit.options import Tracking, tracker_options
 
 from . import checkpoint as ckpt
-from .config import TrainConfig
+from .config import NAN_POLICIES, TrainConfig
 from .data import TOKENIZERS
+from .deepspeed_config import PRECISIONS
 from .errors import InputError
 from .model import PRESETS
 from .sample import generate_text
@@ -34,8 +36,9 @@ SECTIONS = {
     "Data": ("data", "tokenizer", "bpe_vocab_size", "val_fraction"),
     "Training": ("batch_size", "grad_accum", "learning_rate", "min_lr", "warmup_steps", "lr_decay_steps",
                  "weight_decay", "grad_clip", "num_epochs", "max_steps", "seed", "device", "compile",
-                 "log_interval", "eval_interval", "eval_batches"),
+                 "log_interval", "eval_interval", "eval_batches", "nan_policy"),
     "Checkpoints": ("output_dir", "checkpoint_interval", "resume"),
+    "DeepSpeed": ("deepspeed", "deepspeed_config", "zero_stage", "precision"),
     "Tracking": (),
     "Other": ("config", "help"),
 }
@@ -167,6 +170,11 @@ TRAINING_OPTIONS = [
                  show_default=True, help="Evaluate every N steps (and at each epoch's end); 0: epoch ends only."),
     click.option("--eval-batches", "--eval_batches", "eval_batches", type=int, default=D.eval_batches,
                  show_default=True, help="Validation batches per evaluation."),
+    click.option("--nan-policy", "--nan_policy", "nan_policy", type=click.Choice(NAN_POLICIES), default=D.nan_policy,
+                 show_default=True, help="A non-finite training loss: warn (record it, go on), skip-step (leave "
+                 "that step's update out; checks every step) or stop (keep the last good checkpoint, exit 3)."),
+    # A test hook: multiplies the loss of optimizer step N by NaN, so that the real code paths run.
+    click.option("--inject-nan-at", "inject_nan_at", type=int, hidden=True),
     # checkpoints
     click.option("--output-dir", "--output_dir", "output_dir",
                  help="The run's folder [default: runs/<date>-<time>; the checkpoint's run when resuming]."),
@@ -176,6 +184,23 @@ TRAINING_OPTIONS = [
     click.option("--resume", is_flag=False, flag_value="auto", metavar="[PATH]",
                  help="Continue from a checkpoint folder; alone (or 'auto'): from <output-dir>/checkpoints/last "
                       "if there is one, else start fresh. Flags given override the checkpoint's settings."),
+    # DeepSpeed
+    click.option("--deepspeed", is_flag=True, default=D.deepspeed,
+                 help="Train with DeepSpeed (start several processes with DeepSpeed's launcher; see README)."),
+    click.option("--deepspeed-config", "--deepspeed_config", "deepspeed_config", metavar="PATH",
+                 help="DeepSpeed JSON config (configs/deepspeed/zero*.json); its batch sizes and gradient_clipping "
+                      "win over the flags [default: built from the flags]."),
+    click.option("--zero-stage", "--zero_stage", "zero_stage", type=int,
+                 help="ZeRO stage 0-3 [default: the config file's, else 0]."),
+    click.option("--precision", type=click.Choice(PRECISIONS), default=D.precision, show_default=True,
+                 help="DeepSpeed's precision; auto: the config file's, else bf16 on a GPU that has it, else fp32."),
+    # Launchers pass --local_rank (DeepSpeed) or --local-rank (torch.distributed.launch); LOCAL_RANK says the same.
+    click.option("--local_rank", "--local-rank", type=int, hidden=True, expose_value=False),
+    # tracking (the section of every option not named in SECTIONS)
+    click.option("--tracker-timeout", "--tracker_timeout", "tracker_timeout", type=float, default=D.tracker_timeout,
+                 show_default=True, metavar="SECONDS",
+                 help="How long training waits for a tracker that does not keep up: on a full queue, at a "
+                      "checkpoint's flush, at the end. A hung tracker delays training at most once by this."),
     # other
     click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
                  callback=_load_config_file, help="TOML, YAML or JSON file of option values; flags override it."),
@@ -200,8 +225,9 @@ def main(ctx: click.Context, tracking: Tracking, **options: Any) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
+    inject_nan_at = options.pop("inject_nan_at")  # not a setting: never saved with a checkpoint
     cfg = resolve_config(ctx, options)
-    final = train(cfg, tracking)
+    final = train(cfg, tracking, inject_nan_at=inject_nan_at)
     learned = final["unigram_entropy"] - final["val_loss"]
     click.echo(
         f"validation loss {final['val_loss']:.4f} nats vs unigram entropy {final['unigram_entropy']:.4f} nats "

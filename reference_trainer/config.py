@@ -8,6 +8,8 @@ from .data import TOKENIZERS
 from .errors import InputError
 from .model import PRESETS, GPTConfig, preset
 
+NAN_POLICIES = ("warn", "skip-step", "stop")  # what a non-finite training loss does (train.py)
+
 
 @dataclass
 class TrainConfig:
@@ -41,15 +43,23 @@ class TrainConfig:
     log_interval: int = 10
     eval_interval: int = 250  # 0: evaluate only at the end of each epoch and of training
     eval_batches: int = 100  # validation batches per evaluation (fewer if the split is smaller)
+    nan_policy: str = "warn"  # warn: record it and go on; skip-step: drop that update; stop: fail the run
     # checkpoints
     output_dir: str = "runs/default"
     checkpoint_interval: int = 500  # 0: only at the end (and `best` on every improvement)
     resume: str | None = None  # a checkpoint folder, or "auto": <output_dir>/checkpoints/last if it exists
+    # tracking
+    tracker_timeout: float = 30.0  # seconds training waits for a tracker that does not keep up, at most once
+    # DeepSpeed (deepspeed_config.py): a config file, or one built from the flags
+    deepspeed: bool = False
+    deepspeed_config: str | None = None
+    zero_stage: int | None = None  # None: the file's, else 0
+    precision: str = "auto"  # auto: the file's, else bf16 where the GPU has it, else fp32
 
     def validate(self) -> None:
         """Raise InputError (one line, exit code 2) for a value no run could use."""
         positive = ("batch_size", "grad_accum", "num_epochs", "max_steps", "log_interval", "eval_batches",
-                    "n_layer", "n_head", "n_embd", "block_size", "lr_decay_steps", "learning_rate")
+                    "n_layer", "n_head", "n_embd", "block_size", "lr_decay_steps", "learning_rate", "tracker_timeout")
         not_negative = ("warmup_steps", "eval_interval", "checkpoint_interval", "weight_decay", "grad_clip", "min_lr")
         for name in positive:
             value = getattr(self, name)
@@ -61,6 +71,11 @@ class TrainConfig:
                 raise InputError(f"{flag(name)} must not be negative, got {value}")
         if self.model not in PRESETS:
             raise InputError(f"unknown --model {self.model!r}; choose one of {', '.join(PRESETS)}")
+        if self.nan_policy not in NAN_POLICIES:
+            raise InputError(f"unknown --nan-policy {self.nan_policy!r}; choose one of {', '.join(NAN_POLICIES)}")
+        if self.nan_policy == "skip-step" and self.deepspeed:
+            # DeepSpeed counts micro-batches in its own step(): an update cannot be left out from outside.
+            raise InputError("--nan-policy skip-step is not available with --deepspeed; use warn or stop")
         if self.tokenizer not in TOKENIZERS:
             raise InputError(f"unknown --tokenizer {self.tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
@@ -71,6 +86,13 @@ class TrainConfig:
             raise InputError(f"--min-lr ({self.min_lr}) is above --learning-rate ({self.learning_rate})")
         if self.tokenizer == "bpe" and self.bpe_vocab_size <= 256:
             raise InputError(f"--bpe-vocab-size must be above 256 (the byte alphabet), got {self.bpe_vocab_size}")
+        if not self.deepspeed:
+            given = [f for f in ("deepspeed_config", "zero_stage") if getattr(self, f) is not None]
+            given += ["precision"] if self.precision != "auto" else []
+            if given:
+                raise InputError(f"{flag(given[0])} is a DeepSpeed option; add --deepspeed")
+        elif self.compile:
+            raise InputError("--compile is not available with --deepspeed (use DeepSpeed's own compile settings)")
         self.model_config(vocab_size=256)  # shape errors (n_embd not divisible by n_head) surface now
 
     def model_config(self, vocab_size: int) -> GPTConfig:

@@ -8,12 +8,14 @@
 4. ``Windows`` cuts a split into non-overlapping windows of ``block_size`` tokens (plus the one
    target after them); ``EpochBatches`` visits every training window once per epoch, in an
    order reshuffled per epoch from the seed. The order of epoch e is a pure function of
-   (seed, e), so a checkpoint only needs (epoch, position) to continue exactly.
+   (seed, e), so a checkpoint only needs (epoch, position) to continue exactly. With several
+   processes, every one computes the same order and takes its own share of each step.
 """
 from __future__ import annotations
 
 import glob
 import json
+import math
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -246,25 +248,49 @@ class Windows:
         for start in range(0, count, batch_size):
             yield self.batch(torch.arange(start, min(start + batch_size, count)))
 
+    def shard(
+        self, batch_size: int, max_batches: int, rank: int, world_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
+        """Process ``rank``'s batches of ``in_order(batch_size, max_batches)``: numbers rank, rank + world_size, ...
+
+        Each yields (inputs, targets, counted). Every process gets as many batches, because a
+        forward pass can be a collective (ZeRO-3): one whose share runs out first repeats the
+        first batch with counted False.
+        """
+        count = min(self.count, max_batches * batch_size)
+        starts = range(0, count, batch_size)
+        for i in range(math.ceil(len(starts) / world_size)):
+            k = i * world_size + rank
+            start = starts[k] if k < len(starts) else 0
+            yield *self.batch(torch.arange(start, min(start + batch_size, count))), k < len(starts)
+
 
 class EpochBatches:
     """The training schedule: optimizer step ``position`` of epoch ``epoch`` -> its micro-batches.
 
     An epoch is one pass over the training windows in a per-epoch shuffled order. Each
-    optimizer step takes ``grad_accum`` micro-batches of ``batch_size`` windows; windows left
-    over at the end of an epoch (fewer than one step's worth) are skipped that epoch.
+    optimizer step takes ``grad_accum`` micro-batches of ``batch_size`` windows on each of
+    ``world_size`` processes; windows left over at the end of an epoch (fewer than one step's
+    worth) are skipped that epoch. Process ``rank`` takes the rank-th share of every step, so
+    the processes of one step see different windows and together the same ones as a single
+    process with a batch ``world_size`` times larger.
     """
 
-    def __init__(self, windows: Windows, batch_size: int, grad_accum: int, seed: int):
+    def __init__(self, windows: Windows, batch_size: int, grad_accum: int, seed: int, rank: int = 0,
+                 world_size: int = 1):
         self.windows = windows
         self.batch_size = batch_size
         self.grad_accum = grad_accum
         self.seed = seed
-        self.steps_per_epoch = windows.count // (batch_size * grad_accum)
+        self.rank = rank
+        self.world_size = world_size
+        self.steps_per_epoch = windows.count // (batch_size * grad_accum * world_size)
         if self.steps_per_epoch == 0:
+            processes = f" x {world_size} processes" if world_size > 1 else ""
             raise InputError(
                 f"the training split has {windows.count} windows of {windows.block_size} tokens, fewer than one "
-                f"step needs ({batch_size} x {grad_accum}); use more text, a smaller --batch-size or --block-size"
+                f"step needs ({batch_size} x {grad_accum}{processes}); use more text, a smaller --batch-size or "
+                "--block-size"
             )
         self._order: tuple[int, torch.Tensor] | None = None
 
@@ -277,6 +303,7 @@ class EpochBatches:
 
     def micro_batches(self, epoch: int, position: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The ``grad_accum`` (inputs, targets) pairs of step ``position`` (0-based) in ``epoch``."""
-        per_step = self.batch_size * self.grad_accum
-        indices = self.order(epoch)[position * per_step:(position + 1) * per_step]
+        per_rank = self.batch_size * self.grad_accum
+        first = (position * self.world_size + self.rank) * per_rank
+        indices = self.order(epoch)[first:first + per_rank]
         return [self.windows.batch(chunk) for chunk in indices.split(self.batch_size)]

@@ -6,9 +6,14 @@ say) provides the same ones:
     loss = engine.forward(x, y)   # mean loss of one micro-batch (CPU tensors in; the engine moves them)
     engine.backward(loss)         # once per micro-batch; scaled for gradient accumulation
     engine.step()                 # once per optimizer step: clip, update, advance the LR schedule
+    engine.skip_step()            # instead, where --nan-policy skip-step leaves the update out (TorchEngine only)
     engine.learning_rate          # the learning rate the next step() uses
-    engine.save(folder) / engine.load(folder)   # model, optimizer and scheduler state
+    engine.save(folder, trainer_state)          # model, optimizer, scheduler and the loop's state
+    trainer_state = engine.load(folder)
     engine.model                  # the bare nn.Module (evaluation mode, sampling)
+    engine.device, engine.num_parameters
+
+Every process of a multi-process run calls each of them (deepspeed_engine.py is the other engine).
 """
 from __future__ import annotations
 
@@ -16,7 +21,10 @@ import contextlib
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
+from . import checkpoint as ckpt
+from . import distributed
 from .errors import InputError
 from .model import GPT
 from .optim import build_optimizer, build_scheduler
@@ -42,7 +50,7 @@ def pick_device(name: str) -> torch.device:
 
 
 class TorchEngine:
-    """Plain PyTorch on one device: AdamW, LambdaLR, bf16 autocast on CUDA, optional torch.compile."""
+    """Plain PyTorch: AdamW, LambdaLR, bf16 autocast on CUDA, optional torch.compile; under torchrun, DDP."""
 
     name = "torch"
 
@@ -62,13 +70,18 @@ class TorchEngine:
     ):
         self.device = device
         self.model = model.to(device)
+        self.num_parameters = model.num_parameters()
         self.optimizer = build_optimizer(model, learning_rate, weight_decay, device)
         self.scheduler = build_scheduler(self.optimizer, warmup_steps, decay_steps, min_lr / learning_rate)
         self.grad_clip = grad_clip
         self.grad_accum = grad_accum
-        # The compiled module shares its parameters with self.model; checkpoints use self.model
-        # so that their keys do not depend on whether --compile was used.
-        self._forward = torch.compile(model) if compile else model
+        # The wrapped module shares its parameters with self.model; checkpoints use self.model
+        # so that their keys do not depend on whether --compile or DDP was used. The model has no
+        # buffers, so DDP need not broadcast them (a collective in every forward, evaluation's too).
+        self._ddp = DistributedDataParallel(model, broadcast_buffers=False) if distributed.world_size() > 1 else None
+        module = self._ddp or model
+        self._forward = torch.compile(module) if compile else module
+        self._micro_batches = 0  # backward() calls so far: the next forward is a step's last when it completes one
         # bf16 keeps fp32's exponent range, so unlike fp16 it needs no loss scaling.
         use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         self._autocast = (
@@ -83,13 +96,18 @@ class TorchEngine:
         return t.to(self.device, non_blocking=True)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
+        # DDP averages gradients across processes in the backward of a forward run outside
+        # no_sync(); only a step's last micro-batch needs that.
+        last = (self._micro_batches + 1) % self.grad_accum == 0
+        sync = contextlib.nullcontext() if self._ddp is None or last else self._ddp.no_sync()
+        with sync, self._autocast():
             _, loss = self._forward(self._to_device(x), self._to_device(y))
         return loss
 
     def backward(self, loss: torch.Tensor) -> None:
         # Gradients add up over micro-batches; dividing makes their sum the mean over the step.
         (loss / self.grad_accum).backward()
+        self._micro_batches += 1
 
     def step(self) -> torch.Tensor | None:
         """Update the weights; returns the gradient norm before clipping (a device tensor) if clipping."""
@@ -101,17 +119,30 @@ class TorchEngine:
         self.optimizer.zero_grad(set_to_none=True)
         return norm
 
+    def skip_step(self) -> None:
+        """Leave this step's update out (--nan-policy skip-step): weights and optimizer state stay as
+        they are, the gradients go, and the learning-rate schedule moves on with the step count."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
     @property
     def learning_rate(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, trainer_state: dict) -> None:
+        """model.pt, optimizer.pt (with the scheduler) and trainer.pt, by rank 0: DDP keeps every rank's copy equal."""
+        if not distributed.is_main():
+            return
         torch.save(self.model.state_dict(), folder / "model.pt")
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
                    folder / "optimizer.pt")
+        torch.save(trainer_state, folder / ckpt.TRAINER_STATE)
 
-    def load(self, folder: Path) -> None:
+    def load(self, folder: Path) -> dict:
+        """Restore what ``save`` wrote; returns the loop's state."""
+        trainer_state = ckpt.load_trainer_state(folder, self.device)
         self.model.load_state_dict(torch.load(folder / "model.pt", map_location=self.device, weights_only=True))
         state = torch.load(folder / "optimizer.pt", map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        return trainer_state

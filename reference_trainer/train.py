@@ -7,6 +7,10 @@ trackkit run) + ``Trainer.loop`` (the optimizer steps) + ``Trainer.wrap_up`` (la
 last checkpoint, final/ metrics). Everything the run reports goes through trackkit, in the
 namespaces of DESIGN.md: train/ every --log-interval steps, eval/ every --eval-interval steps and
 at each epoch's end, epoch/ at each epoch's end, final/ once.
+
+Several processes (torchrun, DeepSpeed's launcher) run the same loop, each on its share of every
+step's batch; losses are averaged across them before they are logged, and rank 0 alone talks to
+the trackers (the other ranks' ``run`` does nothing) and writes the run's files.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +26,51 @@ import torch
 
 import trackkit
 from trackkit.options import Tracking
+from trackkit.record import read_run_json, run_json_path
 
 from . import checkpoint as ckpt
+from . import deepspeed_config, distributed
 from .config import TrainConfig
 from .data import (
     BUILTIN_NAME, EpochBatches, Tokenizer, Windows, build_tokenizer, encode_corpus, read_corpus, split,
     tokenizer_from_json, unigram_entropy,
 )
+from .deepspeed_engine import DeepSpeedEngine, init_distributed as init_deepspeed
 from .engine import TorchEngine, pick_device
 from .errors import InputError
+from .faults import Diverged, Interrupted, StopSignals, say
 from .model import GPT, GPTConfig
 
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")  # what a checkpoint fixes
 
 
-def train(cfg: TrainConfig, tracking: Tracking) -> dict[str, Any]:
-    """Train as ``trackkit-train`` does; returns the final/ metrics."""
-    trainer = Trainer.create(cfg, tracking)
-    with trainer.run:  # finishes the run: success, failed (exception) or interrupted (Ctrl-C, SIGTERM)
-        trainer.loop()
-        return trainer.wrap_up()
+def train(cfg: TrainConfig, tracking: Tracking, inject_nan_at: int | None = None) -> dict[str, Any]:
+    """Train as ``trackkit-train`` does; returns the final/ metrics.
+
+    After SIGTERM or SIGINT it saves a checkpoint and raises Interrupted (exit 143 or 130); with
+    --nan-policy stop a non-finite loss raises Diverged (exit 3). Either way the trackers are
+    finished first, with status "interrupted" or "failed" (faults.py).
+    """
+    try:
+        with StopSignals() as signals:  # from the start: a signal during the setup is honoured too
+            trainer = Trainer.create(cfg, tracking, signals=signals, inject_nan_at=inject_nan_at)
+            status = "failed"  # unless the run reaches one of the ends below
+            try:
+                trainer.loop()
+                if trainer.stopped:
+                    status = "interrupted"
+                    trainer.save_for_resume(signals.name)
+                    raise Interrupted(signals.exit_code)
+                final = trainer.wrap_up()
+                status = "success"
+                return final
+            except KeyboardInterrupt:  # no handlers outside the main thread: Python's own Ctrl-C
+                status = "interrupted"
+                raise
+            finally:
+                trainer.run.finish(status, timeout=cfg.tracker_timeout)
+    finally:
+        distributed.shutdown()
 
 
 @dataclass
@@ -52,12 +81,15 @@ class Progress:
     epoch: int = 0  # the epoch in progress, from 0
     position: int = 0  # optimizer steps done within that epoch
     best_val_loss: float = math.inf
+    skipped_steps: int = 0  # steps whose update --nan-policy skip-step left out
 
 
 class Trainer:
     def __init__(
-        self, cfg: TrainConfig, engine: TorchEngine, batches: EpochBatches, val: Windows, tokenizer: Tokenizer,
-        model_cfg: GPTConfig, unigram: float, run: trackkit.Run, progress: Progress, state: dict | None = None,
+        self, cfg: TrainConfig, engine: TorchEngine | DeepSpeedEngine, batches: EpochBatches, val: Windows,
+        tokenizer: Tokenizer, model_cfg: GPTConfig, unigram: float, run: trackkit.Run, progress: Progress,
+        state: dict | None = None,
+        *, signals: StopSignals | None = None, inject_nan_at: int | None = None,
     ):
         self.cfg = cfg
         self.engine = engine
@@ -68,9 +100,13 @@ class Trainer:
         self.unigram_entropy = unigram
         self.run = run
         self.progress = progress
+        self.first_step = progress.step  # where this process started: 0, or the checkpoint's step
+        self.signals = signals
+        self.stopped = False  # whether the loop ended early for a stop signal
+        self.inject_nan_at = inject_nan_at
         self.writer = ckpt.Writer(cfg.output_dir)
         self.total_steps = total_steps(cfg, batches)
-        self.tokens_per_step = cfg.batch_size * cfg.grad_accum * model_cfg.block_size
+        self.tokens_per_step = tokens_per_step(cfg, model_cfg)
         device = engine.device
         # Training losses are summed on the device and read once per log interval (and once per
         # epoch): a .item() on every step would make the CPU wait for the GPU every step.
@@ -89,75 +125,119 @@ class Trainer:
 
     # -- setting up ------------------------------------------------------------------------
     @classmethod
-    def create(cls, cfg: TrainConfig, tracking: Tracking) -> "Trainer":
-        """Check every input before anything is written, then start the trackkit run."""
+    def create(
+        cls, cfg: TrainConfig, tracking: Tracking, *, signals: StopSignals | None = None,
+        inject_nan_at: int | None = None,
+    ) -> "Trainer":
+        """Check every input before anything is written, then start the trackkit run.
+
+        What every process checks alike is checked before the processes first talk to each
+        other; the trackkit run starts after that, so that it knows the world size.
+        """
         cfg.validate()
         resume = ckpt.find(cfg.resume, cfg.output_dir)
+        if resume is not None:
+            _check_same_run(resume, cfg.output_dir)
         if resume is None and (ckpt.checkpoints_dir(cfg.output_dir) / "last").exists():
             raise InputError(
                 f"{cfg.output_dir} already holds checkpoints; resume them (--resume) or choose another --output-dir"
             )
-
+        device = distributed.local_device(pick_device(cfg.device))
+        ds_config = None
+        if cfg.deepspeed:
+            ds_config = deepspeed_config.for_run(cfg, device.type, distributed.world_size())
+            # A config file's batch sizes and clipping are the run's: the data and the record follow them.
+            cfg = replace(cfg, batch_size=ds_config["train_micro_batch_size_per_gpu"],
+                          grad_accum=ds_config["gradient_accumulation_steps"], grad_clip=ds_config["gradient_clipping"])
+        if resume is not None:
+            _check_engine(resume, cfg, ds_config, distributed.world_size())
         documents = read_corpus(cfg.data)
+
+        if cfg.deepspeed:
+            init_deepspeed(device.type)
+        else:
+            distributed.init(device)
         if resume is not None:  # the very tokenizer the checkpoint was trained with
             tokenizer = tokenizer_from_json(resume.meta["tokenizer"])
         else:
-            tokenizer = build_tokenizer(cfg.tokenizer, documents, cfg.bpe_vocab_size)
+            # Rank 0's: `tokenizers` may train two different BPE vocabularies on the same text (hash-map order).
+            built = build_tokenizer(cfg.tokenizer, documents, cfg.bpe_vocab_size) if distributed.is_main() else None
+            tokenizer = tokenizer_from_json(distributed.broadcast(built.to_json() if built else None))
         model_cfg = cfg.model_config(tokenizer.vocab_size)
         if resume is not None:
             _check_shape(resume, model_cfg)
         train_tokens, val_tokens = split(encode_corpus(tokenizer, documents), cfg.val_fraction, model_cfg.block_size)
-        batches = EpochBatches(Windows(train_tokens, model_cfg.block_size), cfg.batch_size, cfg.grad_accum, cfg.seed)
+        batches = EpochBatches(Windows(train_tokens, model_cfg.block_size), cfg.batch_size, cfg.grad_accum, cfg.seed,
+                               distributed.rank(), distributed.world_size())
 
-        device = pick_device(cfg.device)
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)  # the model's initial weights, then dropout
-        engine = TorchEngine(
-            GPT(model_cfg), device, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
-            warmup_steps=cfg.warmup_steps, decay_steps=cfg.lr_decay_steps or total_steps(cfg, batches),
-            min_lr=cfg.final_lr, grad_clip=cfg.grad_clip, grad_accum=cfg.grad_accum, compile=cfg.compile,
-        )
+        schedule = dict(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+                        decay_steps=cfg.lr_decay_steps or total_steps(cfg, batches), min_lr=cfg.final_lr)
+        if ds_config is not None:
+            engine = DeepSpeedEngine(GPT(model_cfg), ds_config, device.type, **schedule)
+        else:
+            engine = TorchEngine(GPT(model_cfg), device, grad_clip=cfg.grad_clip, grad_accum=cfg.grad_accum,
+                                 compile=cfg.compile, **schedule)
         progress, state = Progress(), None
         if resume is not None:
             state = _restore(resume, engine)
             progress = Progress(resume.meta["step"], resume.meta["epoch"], resume.meta["position"],
-                                _loss_from_json(resume.meta.get("best_val_loss")))
+                                _loss_from_json(resume.meta.get("best_val_loss")),
+                                resume.meta.get("skipped_steps", 0))
+        # --resume where a run was killed before its first checkpoint: the same run, again from step 0.
+        restart = resume is None and cfg.resume == "auto" and run_json_path(cfg.output_dir).exists()
 
-        run = tracking.start(
+        run = tracking.start(  # on ranks other than 0, a run that does nothing
             output_dir=cfg.output_dir,
-            config=_tracked_config(cfg, model_cfg, engine, batches, len(train_tokens), len(val_tokens)),
-            resume_from_step=resume.step if resume else None,
+            config=_tracked_config(cfg, model_cfg, engine, batches, len(train_tokens), len(val_tokens), ds_config),
+            resume_from_step=resume.step if resume else (0 if restart else None),
             run_id=resume.meta.get("run_id") if resume else None,
+            handle_signals=False,  # the trainer's own (faults.py) stop after the step, with a checkpoint
+            limits=trackkit.Limits(stall_timeout=cfg.tracker_timeout),
         )
         # Saved with the run (and in every checkpoint) so that sampling and resuming use this one.
         try:
-            Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-            Path(cfg.output_dir, "tokenizer.json").write_text(json.dumps(tokenizer.to_json()) + "\n", encoding="utf-8")
+            if distributed.is_main():
+                Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+                Path(cfg.output_dir, "tokenizer.json").write_text(json.dumps(tokenizer.to_json()) + "\n",
+                                                                  encoding="utf-8")
         except OSError as exc:
             run.finish("failed")
             raise InputError(f"cannot write to --output-dir {cfg.output_dir}: {exc.strerror}") from None
         return cls(cfg, engine, batches, Windows(val_tokens, model_cfg.block_size), tokenizer, model_cfg,
-                   unigram_entropy(train_tokens), run, progress, state)
+                   unigram_entropy(train_tokens), run, progress, state, signals=signals, inject_nan_at=inject_nan_at)
 
     # -- the loop ----------------------------------------------------------------------------
     def loop(self, until: int | None = None) -> None:
-        """Take optimizer steps until step ``until`` (default: the run's last step)."""
+        """Take optimizer steps until step ``until`` (default: the run's last step), or a stop signal."""
         cfg, engine, p = self.cfg, self.engine, self.progress
         until = self.total_steps if until is None else min(until, self.total_steps)
         engine.model.train()
         self._interval_start, self._interval_first_step, self._paused = time.perf_counter(), p.step, 0.0
         started = time.perf_counter()
         while p.step < until:
+            if self._stop_requested():
+                self.stopped = True
+                break
+            step_loss = None
             for x, y in self.batches.micro_batches(p.epoch, p.position):
                 loss = engine.forward(x, y)
+                if p.step + 1 == self.inject_nan_at:  # the test hook: a loss that really is NaN
+                    loss = loss * math.nan
                 engine.backward(loss)
                 loss = loss.detach()
-                self.loss_sum += loss  # on the device: no sync
-                self.epoch_loss_sum += loss
-            self.loss_count += cfg.grad_accum
-            self.epoch_loss_count += cfg.grad_accum
+                step_loss = loss if step_loss is None else step_loss + loss  # on the device: no sync
             lr = engine.learning_rate  # the rate this step uses
-            grad_norm = engine.step()
+            if cfg.nan_policy == "skip-step" and self._skip(step_loss):
+                engine.skip_step()
+                grad_norm = None
+            else:
+                self.loss_sum += step_loss
+                self.epoch_loss_sum += step_loss
+                self.loss_count += cfg.grad_accum
+                self.epoch_loss_count += cfg.grad_accum
+                grad_norm = engine.step()
             p.step += 1
             p.position += 1
 
@@ -176,42 +256,87 @@ class Trainer:
                 self._save(links)
         self.train_seconds += time.perf_counter() - started
 
+    def _stop_requested(self) -> bool:
+        """Whether a stop signal came (faults.py); every process answers alike."""
+        if self.signals is None:
+            return False
+        received = self.signals.received is not None
+        if distributed.world_size() == 1:
+            return received
+        # Processes may get the signal steps apart: they agree where they talk anyway, at log steps.
+        if self.progress.step % self.cfg.log_interval:
+            return False
+        return distributed.total(torch.tensor(float(received), device=self.engine.device)).item() > 0
+
+    def _skip(self, step_loss: torch.Tensor) -> bool:
+        """--nan-policy skip-step: whether this step's loss is not finite (on any process).
+
+        This policy costs a device read every step; the others read the loss only when they log
+        it and before a checkpoint.
+        """
+        if distributed.total((~torch.isfinite(step_loss)).float()).item() == 0:
+            return False
+        p = self.progress
+        loss = distributed.mean(step_loss).item()
+        if p.skipped_steps == 0:
+            say(f"step {p.step + 1}: the loss is {loss}; its update is left out (--nan-policy skip-step), as will be "
+                "those of later steps like it, counted in final/skipped_steps")
+        p.skipped_steps += 1
+        return True
+
+    def _check_loss(self, loss: float) -> None:
+        """--nan-policy stop: a non-finite training loss ends the run, before anything more is saved."""
+        if self.cfg.nan_policy != "stop" or math.isfinite(loss):
+            return
+        last = ckpt.find("auto", self.cfg.output_dir)
+        kept = f"checkpoints/last still holds step {last.step}, the last one saved before it" if last else \
+            "no checkpoint was saved before it"
+        raise Diverged(f"the training loss is {loss} at step {self.progress.step} (--nan-policy stop); {kept}")
+
     def _log_train(self, lr: float, grad_norm: torch.Tensor | None) -> None:
         p = self.progress
-        loss = (self.loss_sum / self.loss_count).item()  # the one device read of the interval
+        loss = None
+        if self.loss_count:  # 0 when --nan-policy skip-step left out every step of the interval
+            loss = distributed.mean(self.loss_sum / self.loss_count).item()  # the one device read of the interval
         self.loss_sum.zero_()
         self.loss_count = 0
         now = time.perf_counter()
         steps = p.step - self._interval_first_step
         seconds = max(now - self._interval_start - self._paused, 1e-9)  # evaluation and saving excluded
         self._interval_start, self._interval_first_step, self._paused = now, p.step, 0.0
-        metrics = {
-            "loss": loss,
-            "perplexity": trackkit.perplexity(loss),
+        metrics = {} if loss is None else {"loss": loss, "perplexity": trackkit.perplexity(loss)}
+        metrics.update({
             "learning_rate": lr,
             "epoch": p.epoch + 1,
             "batch": p.position,
             "step": p.step,
             "elapsed_time": seconds / steps if steps else 0.0,
             "tokens_per_second": steps * self.tokens_per_step / seconds,
-        }
+        })
         if grad_norm is not None:
             metrics["grad_norm"] = grad_norm  # a 0-d device tensor: trackkit reads it off this thread
-        self.run.log_train(metrics, step=p.step)
-        self.last_train_loss = loss
+        self.run.log_train(metrics, step=p.step)  # recorded as it is, NaN too
+        if loss is not None:
+            self.last_train_loss = loss
+            self._check_loss(loss)
 
     @torch.no_grad()
     def _evaluate(self) -> bool:
-        """Validation loss over the first --eval-batches batches; True if it is the best so far."""
+        """Validation loss over the first --eval-batches batches (of each process); True if it is the best so far."""
         started = time.perf_counter()
         p, model = self.progress, self.engine.model
         model.eval()  # no dropout: evaluation draws nothing from the random generators
         total, count = torch.zeros((), device=self.engine.device), 0
-        for x, y in self.val.in_order(self.cfg.batch_size, self.cfg.eval_batches):
-            total += self.engine.forward(x, y).float() * len(x)
-            count += len(x)
+        world = distributed.world_size()
+        batches = self.val.shard(self.cfg.batch_size, self.cfg.eval_batches * world, distributed.rank(), world)
+        for x, y, counted in batches:
+            loss = self.engine.forward(x, y).float()
+            if counted:
+                total += loss * len(x)
+                count += len(x)
         model.train()
-        val_loss = (total / count).item()
+        total, count = distributed.total(torch.stack([total, torch.tensor(float(count), device=total.device)])).tolist()
+        val_loss = total / count
         improved = val_loss < p.best_val_loss
         p.best_val_loss = min(p.best_val_loss, val_loss)
         self.run.log_eval({
@@ -224,7 +349,7 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         p = self.progress
-        train_loss = (self.epoch_loss_sum / self.epoch_loss_count).item()
+        train_loss = distributed.mean(self.epoch_loss_sum / self.epoch_loss_count).item()
         val_loss = self.last_eval[1]
         self.run.log_epoch({
             "train_loss": train_loss, "train_perplexity": trackkit.perplexity(train_loss),
@@ -239,9 +364,15 @@ class Trainer:
     def _save(self, links: tuple[str, ...]) -> None:
         started = time.perf_counter()
         p = self.progress
+        if self.cfg.nan_policy == "stop" and self.loss_count:  # the loss since the last log: never save NaN weights
+            self._check_loss(distributed.mean(self.loss_sum / self.loss_count).item())
+        # Everything logged up to this step reaches the trackers' files before the checkpoint
+        # exists: a kill -9 after it must not take records that a resume will not log again.
+        self.run.flush(timeout=self.cfg.tracker_timeout)
         meta = {
             **asdict(p), "best_val_loss": _loss_to_json(p.best_val_loss),
             "run_id": self.run.info.id if self.run.info else None, "engine": self.engine.name,
+            "world_size": distributed.world_size(), "zero_stage": getattr(self.engine, "zero_stage", None),
             "model": asdict(self.model_cfg), "config": self.cfg.to_dict(),
         }
         state = {
@@ -255,7 +386,18 @@ class Trainer:
             self.run.log_artifact(self.writer.root / "best", name="best", kind="model", metadata={
                 "step": p.step, "val_loss": val_loss, "val_perplexity": trackkit.perplexity(val_loss),
             })
+            self.run.flush(timeout=self.cfg.tracker_timeout)  # that record too: it exists only once the link does
         self._paused += time.perf_counter() - started
+
+    def save_for_resume(self, signal_name: str) -> None:
+        """After a stop signal: save ``last`` at this step (if this process trained any), and say so."""
+        p = self.progress
+        if p.step == self.first_step:
+            say(f"stopped by {signal_name} before the first step of this process; --resume starts at step {p.step}")
+            return
+        self._save(("last",))
+        say(f"stopped by {signal_name} at step {p.step}; checkpoint saved in "
+            f"{ckpt.checkpoints_dir(self.cfg.output_dir) / 'last'}; continue with --resume")
 
     # -- the end -------------------------------------------------------------------------------
     def wrap_up(self) -> dict[str, Any]:
@@ -275,11 +417,13 @@ class Trainer:
             "total_steps": p.step,
             "total_epochs": round(p.step / self.batches.steps_per_epoch, 2),
             "tokens_seen": p.step * self.tokens_per_step,
-            "parameters": self.engine.model.num_parameters(),
+            "parameters": self.engine.num_parameters,
             "train_seconds": round(self.train_seconds, 1),
         }
         if self.last_train_loss is not None:
             final["train_loss"] = self.last_train_loss
+        if self.cfg.nan_policy == "skip-step":
+            final["skipped_steps"] = p.skipped_steps
         self.run.log_final(final)
         return final
 
@@ -288,6 +432,19 @@ class Trainer:
 def total_steps(cfg: TrainConfig, batches: EpochBatches) -> int:
     """The run's last step: --max-steps, else --num-epochs whole epochs."""
     return cfg.max_steps or cfg.num_epochs * batches.steps_per_epoch
+
+
+def _check_same_run(resume: ckpt.Checkpoint, output_dir: str) -> None:
+    """A checkpoint resumes only into its own run's folder: two runs' records must not mix."""
+    try:
+        record = read_run_json(output_dir)
+    except trackkit.TrackkitError as exc:
+        raise InputError(str(exc)) from None
+    saved = resume.meta.get("run_id")
+    if record is not None and saved is not None and record["id"] != saved:
+        raise InputError(f"checkpoint {str(resume.path)!r} belongs to run {saved}, but {output_dir} holds run "
+                         f"{record['id']}; resume a run in its own folder, "
+                         "or start a new one with another --output-dir")
 
 
 def _check_shape(resume: ckpt.Checkpoint, model_cfg: GPTConfig) -> None:
@@ -300,18 +457,39 @@ def _check_shape(resume: ckpt.Checkpoint, model_cfg: GPTConfig) -> None:
                          "a resumed run keeps its model's shape")
 
 
-def _restore(resume: ckpt.Checkpoint, engine: TorchEngine) -> dict[str, Any]:
+def tokens_per_step(cfg: TrainConfig, model_cfg: GPTConfig) -> int:
+    """Tokens one optimizer step trains on, all processes together."""
+    return cfg.batch_size * cfg.grad_accum * distributed.world_size() * model_cfg.block_size
+
+
+def _check_engine(resume: ckpt.Checkpoint, cfg: TrainConfig, ds_config: dict | None, world_size: int) -> None:
+    """A checkpoint resumes only with the engine that wrote it, and ZeRO's shards only at their stage and world size."""
+    saved = resume.meta.get("engine", "torch")
+    if saved != ("deepspeed" if cfg.deepspeed else "torch"):
+        how = "with --deepspeed" if saved == "deepspeed" else "without --deepspeed"
+        raise InputError(f"checkpoint {str(resume.path)!r} was written by the {saved} engine; resume it {how}")
+    if ds_config is None:
+        return
+    stage, saved_stage = ds_config["zero_optimization"]["stage"], resume.meta.get("zero_stage")
+    saved_world = resume.meta.get("world_size", 1)
+    if stage != saved_stage or (stage > 0 and world_size != saved_world):
+        raise InputError(f"checkpoint {str(resume.path)!r} holds ZeRO stage {saved_stage} state of {saved_world} "
+                         f"process(es); resume it at that stage with as many (this run: stage {stage}, {world_size})")
+
+
+def _restore(resume: ckpt.Checkpoint, engine: TorchEngine | DeepSpeedEngine) -> dict[str, Any]:
     """Load the engine's and the loop's state; returns the loop's (loss sums) for the Trainer."""
-    state = resume.trainer_state(engine.device)
     try:
-        engine.load(resume.path)
+        state = engine.load(resume.path)
+    except InputError:
+        raise
     except Exception as exc:  # a truncated file or mismatched tensors: torch raises several kinds
         raise InputError(f"checkpoint {str(resume.path)!r} cannot be loaded: {ckpt.describe(exc)}") from None
     ckpt.set_rng_state(state["rng"])  # last: building the engine above drew from the generators
     return state
 
 
-def _tracked_config(cfg, model_cfg, engine, batches, train_tokens, val_tokens) -> dict[str, Any]:
+def _tracked_config(cfg, model_cfg, engine, batches, train_tokens, val_tokens, ds_config) -> dict[str, Any]:
     """The flat hyperparameter dict every tracker gets: flags as resolved, plus the run's sizes."""
     steps = total_steps(cfg, batches)
     config = cfg.to_dict()
@@ -323,13 +501,16 @@ def _tracked_config(cfg, model_cfg, engine, batches, train_tokens, val_tokens) -
         num_epochs=math.ceil(steps / batches.steps_per_epoch),  # what --max-steps amounts to
         batches_per_epoch=batches.steps_per_epoch,
         total_steps=steps,
-        tokens_per_step=cfg.batch_size * cfg.grad_accum * model_cfg.block_size,
+        tokens_per_step=tokens_per_step(cfg, model_cfg),
         train_tokens=train_tokens,
         val_tokens=val_tokens,
-        parameters=engine.model.num_parameters(),
+        parameters=engine.num_parameters,
         device=str(engine.device),
         engine=engine.name,
+        world_size=distributed.world_size(),
     )
+    if ds_config is not None:
+        config.update(deepspeed_config.summary(ds_config))
     return config
 
 

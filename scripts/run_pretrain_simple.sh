@@ -10,16 +10,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-
-args=()
-if [ "${USE_WANDB:-true}" = "true" ]; then
-  args+=(--use_wandb --wandb_project "${WANDB_PROJECT:-gpt-pretrain}")
-  if [ -n "${WANDB_RUN_NAME:-}" ]; then
-    args+=(--wandb_run_name "$WANDB_RUN_NAME")
-  fi
-  if [ -z "${WANDB_API_KEY:-}" ] && [ -z "${WANDB_MODE:-}" ] && ! grep -qs "api.wandb.ai" "${NETRC:-$HOME/.netrc}"; then
-    echo "run_pretrain_simple.sh: no W&B API key configured; wandb runs offline (upload later: trackkit sync <run folder>)" >&2
-    args+=(--offline)
-  fi
-fi
-exec .venv/bin/trackkit-train "${args[@]}" "$@"
+source scripts/wandb_args.sh
+exec .venv/bin/trackkit-train "${wandb_args[@]}" "$@"

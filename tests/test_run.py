@@ -220,3 +220,16 @@ def test_a_tensor_changed_in_place_after_logging_is_recorded_as_logged(tmp_path)
         run.log_train({"loss": running}, step=1)
         running.zero_()
     assert records(tmp_path)[0]["metrics"]["train/loss"] == 5.0
+
+
+def test_a_released_hung_tracker_does_not_spin(tmp_path):
+    limits = trackkit.Limits(queue_size=3, stall_timeout=0.3)
+    run = trackkit.start(["trackers_for_tests:Hanging"], output_dir=tmp_path, limits=limits)
+    for step in range(1, 11):
+        run.log_train({"loss": 1.0}, step=step)
+    run.finish(timeout=0.5)
+    t.RELEASE.set()  # the backend answers again, long after the run gave up on it
+    time.sleep(0.3)
+    began = time.process_time()
+    time.sleep(1.0)
+    assert time.process_time() - began < 0.3  # its thread idles; it does not busy-wait on its queue

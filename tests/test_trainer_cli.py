@@ -85,10 +85,11 @@ def test_help_shows_the_options_grouped_with_the_seed_spellings():
     result = train("--help")
     assert result.exit_code == 0
     headings = re.findall(r"^(\w+) options:$", result.output, re.M)
-    assert headings == ["Model", "Data", "Training", "Checkpoints", "Tracking", "Other"]
+    assert headings == ["Model", "Data", "Training", "Checkpoints", "DeepSpeed", "Tracking", "Other"]
     for spelling in ("--output-dir, --output_dir", "--batch-size, --batch_size", "--learning-rate, --learning_rate",
                      "--num-epochs, --num_epochs", "--max-steps", "--log-interval", "--eval-interval", "--resume",
-                     "--tracker", "--offline", "--use_wandb", "--config", "sample"):
+                     "--tracker", "--offline", "--use_wandb", "--config", "sample",
+                     "--deepspeed-config, --deepspeed_config", "--zero-stage, --zero_stage"):
         assert spelling in result.output
     training = result.output.split("Training options:")[1].split("Checkpoints options:")[0]
     assert "--grad-accum" in training and "--tracker" not in training

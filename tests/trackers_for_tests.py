@@ -52,6 +52,40 @@ class Failing:
         raise RuntimeError(f"backend down at step {step}")
 
 
+class FailAfter:
+    """Delivers its first 10 records, then raises on every one: a backend that goes down mid-run."""
+
+    AFTER = 10
+
+    def __init__(self):
+        self.calls = 0
+
+    def _call(self) -> None:
+        self.calls += 1
+        if self.calls > self.AFTER:
+            raise ConnectionError(f"backend gone after {self.AFTER} records")
+
+    @trackkit.hookimpl
+    def trackkit_log_train(self, metrics, step):
+        self._call()
+
+    @trackkit.hookimpl
+    def trackkit_log_eval(self, metrics, step):
+        self._call()
+
+    @trackkit.hookimpl
+    def trackkit_log_epoch(self, metrics, epoch, step):
+        self._call()
+
+    @trackkit.hookimpl
+    def trackkit_log_final(self, metrics):
+        self._call()
+
+    @trackkit.hookimpl
+    def trackkit_log_artifact(self, path, name, kind, metadata):
+        self._call()
+
+
 class Slow:
     @trackkit.hookimpl
     def trackkit_log_train(self, metrics, step):

@@ -46,17 +46,22 @@ class TrackerWorker:
         call: Callable[[str, dict[str, Any]], Any],
         limits: Limits,
         on_nonfinite: Callable[[str, str, Any], None],
+        flushes: bool,
     ):
         self.name = name
         self._call = call  # call(hook_name, kwargs): the tracker's own hook implementations
         self._limits = limits
         self._queue_size = limits.queue_size
         self._on_nonfinite = on_nonfinite
+        self._flushes = flushes  # whether the tracker implements trackkit_flush
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self.enqueued = 0  # written by callers, one at a time (Run holds a lock)
         self.processed = 0  # written by the worker thread only
+        # A record is delivered once its hook returned and, for a tracker with trackkit_flush,
+        # a flush after it returned too: what sat in a write buffer when the disk filled is lost.
         self.delivered = 0
-        self.lost = 0
+        self._unflushed = 0  # records whose hook returned since the last flush
+        self._missed: _Marker | None = None  # the last request the tracker did not answer in time
         self.state = "ok"  # "ok", "failed" (switched off after errors) or "stalled" (hung)
         self._failures = 0
         self._reported = False
@@ -66,6 +71,11 @@ class TrackerWorker:
     @property
     def pending(self) -> int:
         return self.enqueued - self.processed
+
+    @property
+    def behind(self) -> bool:
+        """Whether a flush or stop request this tracker did not answer in time is still unanswered."""
+        return self._missed is not None and not self._missed.done.is_set()
 
     # -- caller's thread -------------------------------------------------------------------
     def put(self, hook: str, kwargs: dict[str, Any]) -> None:
@@ -80,8 +90,7 @@ class TrackerWorker:
         if self.state == "ok" and self._wait_for_room():
             pass
         elif not (hook == "trackkit_finish" and self.state == "failed"):  # a failed one may still clean up
-            self.lost += 1
-            return
+            return  # dropped: health() counts it as lost
         self.enqueued += 1
         self._queue.put((hook, kwargs))
 
@@ -105,22 +114,26 @@ class TrackerWorker:
             return False
         if self.state != "ok" and not stop:
             return True
+        if self.behind and not stop:
+            return False  # waiting again for a tracker that is still behind would stall the caller every time
         marker = _Marker(flush=flush, stop=stop)
         self._queue.put(marker)
-        return marker.done.wait(timeout)
+        if marker.done.wait(timeout):
+            return True
+        self._missed = marker
+        return False
 
-    def undelivered(self) -> int:
-        """Records that did not reach the backend: failed or dropped ones, and any still queued."""
-        return self.lost + (self.pending if self.state == "ok" else 0)
+    def health(self, records: int) -> dict[str, Any]:
+        """State, and how many of the ``records`` logged so far were delivered and lost.
 
-    def health(self) -> dict[str, Any]:
-        return {"state": self.state, "delivered": self.delivered, "lost": self.undelivered()}
+        Lost is every record not delivered: failed, dropped, still queued or still in the hook.
+        """
+        return {"state": self.state, "delivered": self.delivered, "lost": records - self.delivered}
 
     # -- worker thread ---------------------------------------------------------------------
     def _loop(self) -> None:
         # The worker polls instead of blocking in get(): a blocked reader makes every put() wake
         # it with a system call, and that wake-up would be paid on the training thread.
-        dirty = False
         last_flush = time.monotonic()
         idle = _MIN_POLL
         while True:
@@ -128,15 +141,15 @@ class TrackerWorker:
                 item = self._queue.get_nowait()
                 idle = _MIN_POLL
             except queue.Empty:
-                if not (dirty and time.monotonic() - last_flush >= self._limits.flush_interval):
+                if not (self._unflushed and time.monotonic() - last_flush >= self._limits.flush_interval):
                     time.sleep(idle)
                     idle = min(idle * 2, _MAX_POLL)
                     continue
                 item = _Marker(flush=True)
             if isinstance(item, _Marker):
-                if item.flush and dirty and self.state == "ok":
-                    self._invoke("trackkit_flush", {}, count=False)
-                    dirty, last_flush = False, time.monotonic()
+                if item.flush:
+                    self._flush()
+                    last_flush = time.monotonic()
                 item.done.set()
                 if item.stop:
                     return
@@ -147,7 +160,6 @@ class TrackerWorker:
                 self._invoke(hook, kwargs, count=False)
                 continue
             if self.state != "ok":
-                self.lost += 1
                 continue
             if hook in _METRIC_HOOKS:
                 kwargs = self._converted(kwargs)
@@ -156,13 +168,15 @@ class TrackerWorker:
                     self.state = "failed"
                     report(f"tracker {self.name!r} could not start and is switched off")
             elif self._invoke(hook, kwargs):
-                self.delivered += 1
-                dirty = True
-            else:
-                self.lost += 1
-            if dirty and time.monotonic() - last_flush >= self._limits.flush_interval and self.state == "ok":
-                self._invoke("trackkit_flush", {}, count=False)
-                dirty, last_flush = False, time.monotonic()
+                self._unflushed += 1
+            if self._unflushed and time.monotonic() - last_flush >= self._limits.flush_interval:
+                self._flush()
+                last_flush = time.monotonic()
+
+    def _flush(self) -> None:
+        if self._unflushed and self.state == "ok" and self._invoke("trackkit_flush", {}):
+            self.delivered += self._unflushed
+        self._unflushed = 0  # after a failed flush they are lost: nothing says they reached storage
 
     def _converted(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         metrics = {k: to_number(v) for k, v in kwargs["metrics"].items()}
@@ -182,5 +196,7 @@ class TrackerWorker:
                 self.state = "failed"
                 report(f"tracker {self.name!r} switched off after {self._failures} failures in a row")
             return False
-        self._failures = 0
+        if hook == "trackkit_flush" or not self._flushes:
+            # A record written into a buffer proves little while the flushes fail (a full disk).
+            self._failures = 0
         return True

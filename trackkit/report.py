@@ -5,4 +5,6 @@ import sys
 
 
 def report(message: str) -> None:
-    print(f"trackkit: {message}", file=sys.stderr, flush=True)
+    # One write per line: print() writes the newline apart, and lines from two tracker threads mixed.
+    sys.stderr.write(f"trackkit: {message}\n")
+    sys.stderr.flush()

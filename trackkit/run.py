@@ -33,6 +33,7 @@ from .runinfo import RunInfo
 from .system import SystemSampler
 
 STATUSES = ("success", "failed", "interrupted")
+_CONTROL_HOOKS = ("trackkit_start", "trackkit_finish")  # every other hook carries a record
 HOOKS = tuple(name for name in dir(hookspecs) if name.startswith("trackkit_"))
 
 
@@ -96,8 +97,9 @@ class Run:
         self._pm.check_pending()  # a misspelt trackkit_* hook fails here, not silently
         self._flagged: set[str] = set()
         self._put_lock = threading.Lock()
+        self._records = 0  # records logged: what each tracker's health is counted against
         self._workers = [
-            TrackerWorker(n, self._caller_for(n), limits, self._flag_nonfinite) for n in trackers
+            TrackerWorker(n, self._caller_for(n), limits, self._flag_nonfinite, self._flushes(n)) for n in trackers
         ]
         self._final: dict[str, Any] = {}
         self._finish_lock = threading.Lock()
@@ -148,6 +150,8 @@ class Run:
         if self.status is not None:
             raise RuntimeError(f"run {self.info.name!r} is already finished ({self.status})")
         with self._put_lock:  # the system-metrics thread logs too; records keep one order
+            if hook not in _CONTROL_HOOKS:
+                self._records += 1
             for worker in self._workers:
                 worker.put(hook, kwargs)
 
@@ -156,7 +160,8 @@ class Run:
         """Wait until every tracker has handled and flushed what was logged so far.
 
         Returns the number of records each tracker still had after ``timeout`` (empty when all
-        caught up), and says so on stderr.
+        caught up), and says so on stderr. A tracker still behind an earlier flush is neither
+        waited for nor reported again: a hung backend delays the caller once, not at every flush.
         """
         return self._drain(timeout, "flush")
 
@@ -187,10 +192,11 @@ class Run:
         deadline = time.monotonic() + timeout
         left = {}
         for worker in self._workers:
+            said = worker.behind or worker.state != "ok"  # reported before; a flush does not repeat it
             if not worker.request(flush=True, timeout=max(0.0, deadline - time.monotonic())):
-                left[worker.name] = worker.pending
-        for tracker_name, count in left.items():
-            report(f"{what}: tracker {tracker_name!r} still had {count} records after {timeout:g}s")
+                left[worker.name] = self._records - worker.delivered
+                if what == "finish" or not said:
+                    report(f"{what}: tracker {worker.name!r} still had {left[worker.name]} records after {timeout:g}s")
         return left
 
     def _flag_nonfinite(self, key: str, value: float, step: int | None) -> None:
@@ -201,7 +207,7 @@ class Run:
             report(f"{key} is {value}{at}; recorded as is (further non-finite values of it are not flagged)")
 
     def _health(self) -> dict[str, dict[str, Any]]:
-        return {worker.name: worker.health() for worker in self._workers}
+        return {worker.name: worker.health(self._records) for worker in self._workers}
 
     # -- context manager, Ctrl-C, SIGTERM, atexit ------------------------------------------
     def __enter__(self) -> "Run":
@@ -245,6 +251,10 @@ class Run:
         self.finish(self._exit_status or "success")
 
     # -- run.json ------------------------------------------------------------------------------
+    def _flushes(self, tracker_name: str) -> bool:
+        tracker = self._pm.get_plugin(tracker_name)
+        return any(impl.plugin is tracker for impl in self._pm.hook.trackkit_flush.get_hookimpls())
+
     def _caller_for(self, tracker_name: str):
         others = [p for n, p in self._pm.list_name_plugin() if n != tracker_name]
         callers = {hook: self._pm.subset_hook_caller(hook, remove_plugins=others) for hook in HOOKS}

@@ -3,7 +3,8 @@
 metrics.jsonl has one JSON object per logged event, for example
 ``{"event": "train", "step": 10, "time": 1732712345.1, "metrics": {"train/loss": 2.31}}``;
 ``event`` is train, eval, epoch (with ``epoch``), final, metrics (with ``namespace``), artifact
-or resume. NaN and inf are written as Python's json writes them (NaN, Infinity).
+or resume. An artifact's ``step`` is that of the record before it, so that a resume drops it with
+them. NaN and inf are written as Python's json writes them (NaN, Infinity).
 run.json beside it is written by the layer itself (trackkit/run.py), for every run.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ class JsonlTracker:
         if run.resumed and self.path.exists():
             self._truncate_after(run.resumed_from_step)
         self.file = open(self.path, "a", encoding="utf-8")
+        self.step = run.resumed_from_step or 0  # the step of the last record written
         if run.resumed:
             self._write({"event": "resume", "step": run.resumed_from_step})
 
@@ -38,6 +40,7 @@ class JsonlTracker:
         os.replace(tmp, self.path)
 
     def _write(self, event: dict[str, Any]) -> None:
+        self.step = event.get("step", self.step)
         event["time"] = time.time()
         self.file.write(json.dumps(event) + "\n")
 
@@ -63,7 +66,8 @@ class JsonlTracker:
 
     @hookimpl
     def trackkit_log_artifact(self, path, name, kind, metadata):
-        self._write({"event": "artifact", "path": str(path), "name": name, "kind": kind, "metadata": metadata})
+        self._write({"event": "artifact", "step": self.step, "path": str(path), "name": name, "kind": kind,
+                     "metadata": metadata})
 
     @hookimpl
     def trackkit_flush(self):

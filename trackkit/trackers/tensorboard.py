@@ -36,8 +36,8 @@ class TensorBoardTracker:
     # Needs the `tensorboard` package alone, not torch.utils.tensorboard.SummaryWriter: the
     # `tensorboard` extra is then all it takes (no torch import, e.g. when replaying a record),
     # records are framed and written on this tracker's own thread with no second writer thread
-    # or flush timer to fight the layer's trackkit_flush, and resuming needs a rewrite of the old
-    # event files that SummaryWriter's purge_step cannot do (see _kept_records).
+    # or flush timer to fight the layer's trackkit_flush, and resuming needs a rewrite of the old event files that SummaryWriter's
+    # purge_step cannot do (see _kept_records).
     requires = ("tensorboard",)
     options = [
         click.Option(
@@ -168,6 +168,8 @@ class TensorBoardTracker:
 
     @hookimpl
     def trackkit_flush(self) -> None:
+        # Called by the layer about once a second while records arrive: a live TensorBoard sees
+        # them within seconds, without a write to the disk per record.
         self._file.flush()
 
     @hookimpl

@@ -9,7 +9,9 @@
   offline within ``--wandb-init-timeout`` seconds and says so once. Records wait in the
   tracker's queue meanwhile, so the offline run holds every metric from the first step.
 - Resume: the wandb run id lives in run.json (``backend_ids["wandb"]``). A resumed run continues
-  that wandb run and skips every record whose step wandb already holds.
+  that wandb run and skips every record whose step wandb already holds. Records up to the
+  checkpoint that wandb lacks (wandb-core writes its file every few seconds, so a ``kill -9``
+  soon after a checkpoint loses its last ones) are sent again from the local record.
 """
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ from typing import Any, Mapping, Sequence
 
 import click
 
+from ..errors import TrackkitError
 from ..hookspecs import hookimpl
+from ..record import read_events, record_dir
 from ..report import report
 from ..runinfo import RunInfo
 from ..wandb_files import is_step_axis, last_steps
@@ -112,6 +116,7 @@ class WandbTracker:
             self._define(namespace, axis)
         if previous_id:
             self._continue_after(previous_id)
+            self._send_missing(run.resumed_from_step)
 
     def _init(self, wandb, init: dict[str, Any]):
         if self.offline:
@@ -153,6 +158,32 @@ class WandbTracker:
         shown = ", ".join(f"{k} <= {v:g}" for k, v in sorted(self.held.items()) if k != "_step")
         if shown:
             report(f"wandb: run {run_id} already holds {shown}; records up to there are not sent again")
+
+    def _send_missing(self, resumed_from_step: int) -> None:
+        """Send what the local record holds up to the checkpoint's step and wandb does not."""
+        path = record_dir(self.dir) / "metrics.jsonl"
+        if not path.exists():  # no jsonl tracker: nothing to fill from
+            return
+        row = self.row
+        try:
+            # The jsonl tracker may be truncating this file right now: it replaces it whole, and
+            # both versions hold the same events up to the checkpoint.
+            for event in read_events(path):
+                kind, step, metrics = event["event"], event.get("step"), event.get("metrics")
+                if step is None or step > resumed_from_step:
+                    continue
+                if kind == "train":
+                    self.trackkit_log_train(metrics, step)
+                elif kind == "eval":
+                    self.trackkit_log_eval(metrics, step)
+                elif kind == "epoch":
+                    self.trackkit_log_epoch(metrics, event["epoch"])
+                elif kind == "metrics":
+                    self.trackkit_log_metrics(event["namespace"], metrics, step)
+        except TrackkitError as exc:
+            report(f"wandb: cannot fill records it lacks from the local record: {exc}")
+        if self.row > row:
+            report(f"wandb: sent {self.row - row} records up to step {resumed_from_step} again from the local record")
 
     def _define(self, namespace: str, axis: str) -> None:
         self.wb.define_metric(axis)
