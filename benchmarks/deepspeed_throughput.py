@@ -15,30 +15,18 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from throughput import REFERENCE, TrainerLoop
+from throughput import TrainerLoop, side_by_side
 
 
 def measure(steps: int, repeats: int, warmup: int, seed: int) -> dict:
-    tokens_per_step = REFERENCE["batch_size"] * REFERENCE["block_size"]
     with tempfile.TemporaryDirectory() as tmp:
         contestants = {
             "plain": TrainerLoop(seed, [], Path(tmp, "plain")),
             "deepspeed": TrainerLoop(seed, [], Path(tmp, "deepspeed"), deepspeed=True, zero_stage=0),
         }
-        if contestants["plain"].steps_left_in_epoch <= warmup + steps * repeats:
-            raise SystemExit("too many steps: the measurement must not reach the end of an epoch (it evaluates there)")
-        for contestant in contestants.values():
-            contestant.run(warmup)
-        speeds: dict[str, list[float]] = {name: [] for name in contestants}
-        names = list(contestants)
-        for round_ in range(repeats):
-            for name in names if round_ % 2 == 0 else names[::-1]:
-                began = time.perf_counter()
-                contestants[name].run(steps)
-                speeds[name].append(steps * tokens_per_step / (time.perf_counter() - began))
+        speeds = side_by_side(contestants, contestants["plain"].steps_left_in_epoch, steps, repeats, warmup)
         for contestant in contestants.values():
             contestant.close()
     ratios = [d / p for d, p in zip(speeds["deepspeed"], speeds["plain"])]

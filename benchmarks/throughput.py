@@ -107,28 +107,38 @@ def available(names: tuple[str, ...]) -> tuple[list[str], list[str]]:
     return found, missing
 
 
+def side_by_side(contestants: dict, steps_left: int, steps: int, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Tokens/s of each contestant over ``repeats`` rounds of ``steps`` steps, taking turns.
+
+    The order rotates every round, so that load from other processes hits every contestant alike.
+    """
+    if steps_left <= warmup + steps * repeats:
+        raise SystemExit("too many steps: the measurement must not reach the end of an epoch (it evaluates there)")
+    tokens_per_step = REFERENCE["batch_size"] * REFERENCE["block_size"]
+    for contestant in contestants.values():
+        contestant.run(warmup)
+    speeds: dict[str, list[float]] = {name: [] for name in contestants}
+    names = list(contestants)
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            began = time.perf_counter()
+            contestants[name].run(steps)
+            speeds[name].append(steps * tokens_per_step / (time.perf_counter() - began))
+    return speeds
+
+
 def measure(steps: int, repeats: int, warmup: int, seed: int, wanted: tuple[str, ...] = ALL_TRACKERS) -> dict:
     trackers, missing = available(wanted)
     if missing:
         print(f"note: not importable, measured without them: {', '.join(missing)}", file=sys.stderr)
-    tokens_per_step = REFERENCE["batch_size"] * REFERENCE["block_size"]
     with tempfile.TemporaryDirectory() as tmp:
         contestants = {
             "bare": Bare(seed),
             "none": TrainerLoop(seed, [], Path(tmp, "none")),
             "all": TrainerLoop(seed, trackers, Path(tmp, "all")),
         }
-        if contestants["all"].steps_left_in_epoch <= warmup + steps * repeats:
-            raise SystemExit("too many steps: the measurement must not reach the end of an epoch (it evaluates there)")
-        for contestant in contestants.values():
-            contestant.run(warmup)
-        speeds: dict[str, list[float]] = {name: [] for name in contestants}
-        names = list(contestants)
-        for round_ in range(repeats):
-            for name in names[round_ % 3:] + names[:round_ % 3]:
-                began = time.perf_counter()
-                contestants[name].run(steps)
-                speeds[name].append(steps * tokens_per_step / (time.perf_counter() - began))
+        speeds = side_by_side(contestants, contestants["all"].steps_left_in_epoch, steps, repeats, warmup)
         for name in ("none", "all"):
             contestants[name].close()
     ratio = lambda a, b: statistics.median(x / y for x, y in zip(speeds[a], speeds[b]))  # noqa: E731

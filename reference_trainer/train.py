@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -190,6 +191,8 @@ class Trainer:
 
         run = tracking.start(  # on ranks other than 0, a run that does nothing
             output_dir=cfg.output_dir,
+            # One project name for every backend: the wandb project's (its default is the seed's).
+            project=tracking.options.get("wandb_project") or os.environ.get("WANDB_PROJECT") or "gpt-pretrain",
             config=_tracked_config(cfg, model_cfg, engine, batches, len(train_tokens), len(val_tokens), ds_config),
             resume_from_step=resume.step if resume else (0 if restart else None),
             run_id=resume.meta.get("run_id") if resume else None,

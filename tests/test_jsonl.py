@@ -1,6 +1,5 @@
 """The local record: layout, scrubbing, flushing, resume without duplicates, torn lines."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -139,3 +139,10 @@ def test_cuda_memory_of_this_process_when_torch_uses_a_gpu(tmp_path):
     m = system_events(tmp_path)[0]["metrics"]
     assert m["system/cuda_memory_allocated_mb"] >= 64 and m["system/cuda_memory_reserved_mb"] >= 64
     del block
+
+
+def test_a_run_shorter_than_one_interval_still_gets_a_sample(tmp_path):
+    with trackkit.start(["jsonl"], output_dir=tmp_path, system_metrics=60) as run:
+        run.log_train({"loss": 1.0}, step=3)
+    (sample,) = system_events(tmp_path)
+    assert sample["step"] == 3 and KEYS <= set(sample["metrics"])

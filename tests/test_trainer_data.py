@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reference_trainer.data import (
-    EpochBatches, Windows, build_tokenizer, corpus_files, encode_corpus, read_corpus, split, tokenizer_from_json,
+    EpochBatches, Windows, build_tokenizer, corpus_files, read_corpus, split, tokenizer_from_json,
     unigram_entropy,
 )
 from reference_trainer.errors import InputError

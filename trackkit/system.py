@@ -39,12 +39,14 @@ class SystemSampler:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop sampling; returns once no sample is being logged."""
+        """Take a last sample (a run shorter than one interval gets one too) and stop."""
         self._stopped.set()
         self._thread.join()
 
     def _loop(self) -> None:
-        while not self._stopped.wait(self._interval):
+        stopping = False
+        while not stopping:
+            stopping = self._stopped.wait(self._interval)
             sample: dict[str, float] = {}
             for source in list(self._sources):
                 try:

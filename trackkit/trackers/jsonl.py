@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from ..hookspecs import hookimpl

@@ -251,6 +251,7 @@ def test_trackkit_train_records_an_mlflow_run(tmp_path: Path) -> None:
     run_id = mlflow_run_id(out)
     got = client.get_run(run_id)
     assert got.info.status == "FINISHED"
+    assert client.get_experiment(got.info.experiment_id).name == "gpt-pretrain"  # the trainer's project
     # MLflow holds exactly what the run's local record (metrics.jsonl) holds, step for step.
     events = [json.loads(line) for line in (out / "trackkit" / "metrics.jsonl").read_text().splitlines()]
     for namespace in ("train", "eval"):
