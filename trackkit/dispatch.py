@@ -28,7 +28,10 @@ class Limits:
     flush_interval: float = 1.0  # idle trackers get trackkit_flush at least this often
 
 
-_MIN_POLL, _MAX_POLL = 0.01, 0.05  # seconds an idle worker sleeps between looks at its queue
+# Seconds a worker sleeps between looks at its queue: from the first while records arrive, up to
+# the second when none do. A busy worker takes what gathered in batches, not each record as it
+# comes; the longest sleep keeps the once-a-second flush within a twentieth of a second.
+_MIN_POLL, _MAX_POLL = 0.01, 0.05
 
 
 class _Marker:
@@ -108,20 +111,28 @@ class TrackerWorker:
             time.sleep(0.001)
         return True
 
-    def request(self, flush: bool, timeout: float, stop: bool = False) -> bool:
-        """Wait until everything queued before now is handled; False if ``timeout`` ran out."""
+    def request(self, flush: bool, stop: bool = False) -> Callable[[float], bool]:
+        """Queue a flush or stop request behind everything logged so far.
+
+        Returns ``wait(timeout)``: True once the tracker handled the request, False if the
+        timeout ran out. Asking every tracker first and waiting after lets them work in parallel.
+        """
         if self.state == "stalled":
-            return False
+            return lambda timeout: False
         if self.state != "ok" and not stop:
-            return True
+            return lambda timeout: True
         if self.behind and not stop:
-            return False  # waiting again for a tracker that is still behind would stall the caller every time
+            return lambda timeout: False  # waiting again for a tracker still behind would stall the caller every time
         marker = _Marker(flush=flush, stop=stop)
         self._queue.put(marker)
-        if marker.done.wait(timeout):
-            return True
-        self._missed = marker
-        return False
+
+        def wait(timeout: float) -> bool:
+            if marker.done.wait(timeout):
+                return True
+            self._missed = marker
+            return False
+
+        return wait
 
     def health(self, records: int) -> dict[str, Any]:
         """State, and how many of the ``records`` logged so far were delivered and lost.

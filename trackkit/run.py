@@ -182,8 +182,8 @@ class Run:
             self.summary = {"status": status, "final": dict(self._final), "trackers": self._health()}
             self._dispatch("trackkit_finish", {"status": status, "summary": self.summary})
             self.status = status
-            for worker in self._workers:
-                worker.request(flush=False, stop=True, timeout=max(0.1, deadline - time.monotonic()))
+            for wait in [worker.request(flush=False, stop=True) for worker in self._workers]:
+                wait(max(0.1, deadline - time.monotonic()))
             self._write_run_json(status)
             self._uninstall_exit_handlers()
             return self.summary
@@ -191,9 +191,9 @@ class Run:
     def _drain(self, timeout: float, what: str) -> dict[str, int]:
         deadline = time.monotonic() + timeout
         left = {}
-        for worker in self._workers:
-            said = worker.behind or worker.state != "ok"  # reported before; a flush does not repeat it
-            if not worker.request(flush=True, timeout=max(0.0, deadline - time.monotonic())):
+        asked = [(w, w.behind or w.state != "ok", w.request(flush=True)) for w in self._workers]
+        for worker, said, wait in asked:  # said: reported before; a flush does not repeat it
+            if not wait(max(0.0, deadline - time.monotonic())):
                 left[worker.name] = self._records - worker.delivered
                 if what == "finish" or not said:
                     report(f"{what}: tracker {worker.name!r} still had {left[worker.name]} records after {timeout:g}s")
