@@ -226,13 +226,14 @@ def test_a_tensor_changed_in_place_after_logging_is_recorded_as_logged(tmp_path)
 
 def test_a_released_hung_tracker_does_not_spin(tmp_path):
     limits = trackkit.Limits(queue_size=3, stall_timeout=0.3)
+    earlier = set(threading.enumerate())  # an earlier test's hung worker may still be around
     run = trackkit.start(["trackers_for_tests:Hanging"], output_dir=tmp_path, limits=limits)
+    (worker,) = [th for th in threading.enumerate() if th.name == "trackkit-hanging" and th not in earlier]
     for step in range(1, 11):
         run.log_train({"loss": 1.0}, step=step)
     run.finish(timeout=0.5)
     t.RELEASE.set()  # the backend answers again, long after the run gave up on it
     time.sleep(0.3)
-    (worker,) = [th for th in threading.enumerate() if th.name == "trackkit-hanging" and th.is_alive()]
     began = cpu_seconds(worker)
     time.sleep(1.0)
     assert cpu_seconds(worker) - began < 0.2  # its thread idles; it does not busy-wait on its queue
