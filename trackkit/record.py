@@ -70,6 +70,23 @@ def read_events(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
         yield event
 
 
+# A recorded event's kind -> (the hook that logged it, the event's fields that were its arguments)
+EVENT_HOOKS = {
+    "train": ("trackkit_log_train", ("metrics", "step")),
+    "eval": ("trackkit_log_eval", ("metrics", "step")),
+    "epoch": ("trackkit_log_epoch", ("metrics", "epoch", "step")),
+    "final": ("trackkit_log_final", ("metrics",)),
+    "metrics": ("trackkit_log_metrics", ("namespace", "metrics", "step")),
+    "artifact": ("trackkit_log_artifact", ("path", "name", "kind", "metadata")),
+}
+
+
+def hook_call(event: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The hook and keyword arguments that logged a recorded event (of a kind in EVENT_HOOKS)."""
+    hook, fields = EVENT_HOOKS[event["event"]]
+    return hook, {name: event[name] for name in fields}
+
+
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """Replace ``path`` whole, so that a reader (or a kill -9) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,20 +17,11 @@ from .errors import TrackkitError
 from .plugins import plugin_manager, source_for
 from .run import STATUSES
 from .runinfo import RunInfo
+from .record import EVENT_HOOKS, hook_call
 from .runs import final_metrics, load_run
 
 # Backends a run can be replayed into: DESIGN.md fixes the folder each writes in a run's home.
 TARGETS = ("tensorboard", "wandb")
-# event kind -> (hook, the event's fields passed as the hook's arguments)
-EVENT_HOOKS = {
-    "train": ("trackkit_log_train", ("metrics", "step")),
-    "eval": ("trackkit_log_eval", ("metrics", "step")),
-    "epoch": ("trackkit_log_epoch", ("metrics", "epoch", "step")),
-    "final": ("trackkit_log_final", ("metrics",)),
-    "metrics": ("trackkit_log_metrics", ("namespace", "metrics", "step")),
-    "artifact": ("trackkit_log_artifact", ("path", "name", "kind", "metadata")),
-}
-
 
 @dataclass
 class Replayed:
@@ -90,8 +81,7 @@ def _replay_event(pm, number: int, event: dict[str, Any], result: Replayed) -> N
         if kind != "resume":  # a resumed run's record is already continuous
             result.skipped.append(f"event {number}: unknown kind {kind!r}")
         return
-    hook, fields = EVENT_HOOKS[kind]
-    kwargs = {name: event[name] for name in fields}
+    hook, kwargs = hook_call(event)
     if kind == "artifact":
         kwargs["path"] = Path(kwargs["path"])
         if not kwargs["path"].exists():

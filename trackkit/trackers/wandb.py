@@ -28,7 +28,7 @@ import click
 
 from ..errors import TrackkitError
 from ..hookspecs import hookimpl
-from ..record import read_events, record_dir
+from ..record import hook_call, read_events, record_dir
 from ..report import report
 from ..runinfo import RunInfo
 from ..wandb_files import is_step_axis, last_steps
@@ -169,17 +169,9 @@ class WandbTracker:
             # The jsonl tracker may be truncating this file right now: it replaces it whole, and
             # both versions hold the same events up to the checkpoint.
             for event in read_events(path):
-                kind, step, metrics = event["event"], event.get("step"), event.get("metrics")
-                if step is None or step > resumed_from_step:
-                    continue
-                if kind == "train":
-                    self.trackkit_log_train(metrics, step)
-                elif kind == "eval":
-                    self.trackkit_log_eval(metrics, step)
-                elif kind == "epoch":
-                    self.trackkit_log_epoch(metrics, event["epoch"])
-                elif kind == "metrics":
-                    self.trackkit_log_metrics(event["namespace"], metrics, step)
+                if event["event"] in ("train", "eval", "epoch", "metrics") and event["step"] <= resumed_from_step:
+                    hook, kwargs = hook_call(event)
+                    getattr(self, hook)(**kwargs)
         except TrackkitError as exc:
             report(f"wandb: cannot fill records it lacks from the local record: {exc}")
         if self.row > row:
@@ -212,7 +204,7 @@ class WandbTracker:
             self.wb.summary["eval/best_perplexity"] = metrics["eval/best_perplexity"]
 
     @hookimpl
-    def trackkit_log_epoch(self, metrics: Mapping[str, float], epoch: int) -> None:
+    def trackkit_log_epoch(self, metrics: Mapping[str, float], epoch: int, step: int) -> None:
         self._log("epoch", metrics, epoch)
 
     @hookimpl
