@@ -8,7 +8,11 @@ Between two log calls the loop sleeps ``--step-ms`` (a stand-in for a training s
 in torch kernels with the GIL released), so the trackers' threads get to work as they would in
 training. Only the log call itself is timed. ``direct-*`` call the backend in the loop, the way
 trackkit replaces: five ``SummaryWriter.add_scalar`` calls, or one wandb ``run.log``.
-All configurations run in one process, one after another, so their ratios are comparable.
+
+Every configuration is open at once and they take turns, ``--rounds`` chunks each, the order
+rotating every round, so that a slow spell of the machine hits all of them alike. After its
+chunk, a configuration's trackers are flushed (untimed): the next one does not pay for them.
+Ratios are the median over rounds of the ratio within a round.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import trackkit
 
@@ -45,50 +49,82 @@ def metrics(step: int) -> dict[str, float]:
     }
 
 
-@contextlib.contextmanager
-def log_function(config: str, workdir: Path) -> Iterator[Callable[[dict, int], None]]:
-    """A function ``log(metrics, step)`` for the configuration, and its clean-up."""
-    if config == "no-run":
-        yield lambda m, step: None
-    elif config in TRACKED:
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-            run = trackkit.start(TRACKED[config], output_dir=workdir / config, config={"lr": 3e-4},
-                                 options={"offline": True}, handle_signals=False)
-            yield run.log_train
-            run.finish()
-    elif config == "direct-tensorboard":
-        from torch.utils.tensorboard import SummaryWriter
+class Contestant:
+    """A configuration's ``log(metrics, step)``, what settles its backlog, and its clean-up."""
 
-        writer = SummaryWriter(str(workdir / config))
+    def __init__(self, config: str, workdir: Path, stack: contextlib.ExitStack):
+        self.settle: Callable[[], None] = lambda: None
+        if config == "no-run":
+            self.log = lambda m, step: None
+        elif config in TRACKED:
+            devnull = stack.enter_context(open(os.devnull, "w"))
+            with contextlib.redirect_stdout(devnull):
+                run = trackkit.start(TRACKED[config], output_dir=workdir / config, config={"lr": 3e-4},
+                                     options={"offline": True}, handle_signals=False)
+            stack.callback(run.finish)
+            self.log, self.settle = run.log_train, run.flush
+        elif config == "direct-tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
 
-        def log(m: dict, step: int) -> None:
-            for key, value in m.items():
-                writer.add_scalar(f"train/{key}", value, step)
+            writer = SummaryWriter(str(workdir / config))
+            stack.callback(writer.close)
 
-        yield log
-        writer.close()
-    elif config == "direct-wandb":
-        import wandb
+            def log(m: dict, step: int) -> None:
+                for key, value in m.items():
+                    writer.add_scalar(f"train/{key}", value, step)
 
-        run = wandb.init(mode="offline", dir=str(workdir), project="overhead", config={"lr": 3e-4})
-        yield lambda m, step: run.log({f"train/{k}": v for k, v in m.items()}, step=step)
-        run.finish()
-    else:
-        raise ValueError(config)
+            self.log, self.settle = log, writer.flush
+        elif config == "direct-wandb":
+            import wandb
 
+            run = wandb.init(mode="offline", dir=str(workdir), project="overhead", config={"lr": 3e-4},
+                             reinit="create_new")
+            stack.callback(run.finish)
+            self.log = lambda m, step: run.log({f"train/{k}": v for k, v in m.items()}, step=step)
+        else:
+            raise ValueError(config)
+        self.step = 0
+        self.durations: list[list[int]] = []  # ns per call, one list per round
 
-def measure(config: str, calls: int, step_s: float, workdir: Path) -> dict[str, float]:
-    durations = []
-    with log_function(config, workdir) as log:
-        for step in range(1, calls + 1):
-            m = metrics(step)
+    def chunk(self, calls: int, step_s: float, timed: bool = True) -> None:
+        durations = []
+        for _ in range(calls):
+            self.step += 1
+            m = metrics(self.step)
             t0 = time.perf_counter_ns()
-            log(m, step)
+            self.log(m, self.step)
             durations.append(time.perf_counter_ns() - t0)
             time.sleep(step_s)
-    durations = durations[calls // 10:]  # the first calls warm caches and start threads
-    q = statistics.quantiles(durations, n=100)
-    return {"p50_us": statistics.median(durations) / 1000, "p99_us": q[98] / 1000}
+        self.settle()
+        if timed:
+            self.durations.append(durations)
+
+
+def measure(configs: list[str], calls: int, rounds: int, step_s: float, workdir: Path) -> dict[str, dict]:
+    per_round = max(1, calls // rounds)
+    with contextlib.ExitStack() as stack:
+        contestants = {config: Contestant(config, workdir, stack) for config in configs}
+        for contestant in contestants.values():  # warms caches and starts threads
+            contestant.chunk(max(10, per_round // 5), step_s, timed=False)
+        for round_ in range(rounds):
+            shift = round_ % len(configs)
+            for config in configs[shift:] + configs[:shift]:
+                contestants[config].chunk(per_round, step_s)
+    results = {}
+    for config, contestant in contestants.items():
+        every = [d for chunk in contestant.durations for d in chunk]
+        results[config] = {
+            "p50_us": statistics.median(every) / 1000,
+            "p99_us": statistics.quantiles(every, n=100)[98] / 1000,
+            "round_p50s_us": [statistics.median(chunk) / 1000 for chunk in contestant.durations],
+        }
+    return results
+
+
+def ratio(results: dict[str, dict], slow: str, fast: str) -> float:
+    """Median over rounds of ``slow``'s p50 over ``fast``'s p50 in the same round."""
+    pairs = zip(results[slow]["round_p50s_us"], results[fast]["round_p50s_us"])
+    return statistics.median(a / b for a, b in pairs)
 
 
 def available(config: str) -> bool:
@@ -111,33 +147,37 @@ def available(config: str) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--calls", type=int, default=1000, help="log calls per configuration")
+    parser.add_argument("--calls", type=int, default=2000, help="timed log calls per configuration")
+    parser.add_argument("--rounds", type=int, default=10, help="turns each configuration takes")
     parser.add_argument("--step-ms", type=float, default=1.0, help="simulated training step between calls")
     parser.add_argument("--only", default=",".join(CONFIGS), help="comma-separated configurations")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
-    results = {}
+    configs = []
+    for config in args.only.split(","):
+        if config not in CONFIGS:
+            parser.error(f"unknown configuration {config!r}; choose from {', '.join(CONFIGS)}")
+        if available(config):
+            configs.append(config)
+        else:
+            print(f"skipped {config}: its backend or tracker is not installed", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
             os.environ[var] = tmp  # nothing of wandb's lands in the home folder
-        for config in args.only.split(","):
-            if config not in CONFIGS:
-                parser.error(f"unknown configuration {config!r}; choose from {', '.join(CONFIGS)}")
-            if not available(config):
-                print(f"skipped {config}: its backend or tracker is not installed", file=sys.stderr)
-                continue
-            results[config] = measure(config, args.calls, args.step_ms / 1000, Path(tmp))
+        results = measure(configs, args.calls, args.rounds, args.step_ms / 1000, Path(tmp))
+    pairs = [(d, t) for t, d in (("tensorboard", "direct-tensorboard"), ("wandb", "direct-wandb"))
+             if t in results and d in results]
     if args.json:
-        print(json.dumps(results))
+        out = {config: {k: round(v, 2) for k, v in r.items() if k != "round_p50s_us"} for config, r in results.items()}
+        out.update({f"{d}/{t}": round(ratio(results, d, t), 1) for d, t in pairs})
+        print(json.dumps(out))
         return
     print(f"{'configuration':<20}{'p50 us':>10}{'p99 us':>10}")
     for config, r in results.items():
         print(f"{config:<20}{r['p50_us']:>10.1f}{r['p99_us']:>10.1f}")
-    for tracked, direct in (("tensorboard", "direct-tensorboard"), ("wandb", "direct-wandb")):
-        if tracked in results and direct in results:
-            ratio = results[direct]["p50_us"] / results[tracked]["p50_us"]
-            print(f"{direct} / {tracked} (p50): {ratio:.0f}x")
+    for direct, tracked in pairs:
+        print(f"{direct} / {tracked} (p50, median over rounds): {ratio(results, direct, tracked):.0f}x")
 
 
 if __name__ == "__main__":

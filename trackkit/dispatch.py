@@ -11,13 +11,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .metrics import nonfinite, to_number
+from .metrics import nonfinite, qualified
 from .report import report
 
-# Hooks whose "metrics" argument must be converted to plain numbers before the tracker sees it.
-_METRIC_HOOKS = frozenset(
-    {"trackkit_log_train", "trackkit_log_eval", "trackkit_log_epoch", "trackkit_log_final", "trackkit_log_metrics"}
-)
+# Hooks whose "metrics" argument gets namespaced names and plain numbers before the tracker sees
+# it, and their namespace (trackkit_log_metrics names its own).
+_METRIC_HOOKS = {
+    "trackkit_log_train": "train", "trackkit_log_eval": "eval", "trackkit_log_epoch": "epoch",
+    "trackkit_log_final": "final", "trackkit_log_metrics": None,
+}
 
 
 @dataclass
@@ -59,9 +61,8 @@ class TrackerWorker:
         self._on_nonfinite = on_nonfinite
         self._flushes = flushes  # whether the tracker implements trackkit_flush
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.enqueue = self._queue.put  # put() without its checks, for callers that make them now and then
         self._wake = threading.Event()
-        self.enqueued = 0  # written by callers, one at a time (Run holds a lock)
-        self.processed = 0  # written by the worker thread only
         # A record is delivered once its hook returned and, for a tracker with trackkit_flush,
         # a flush after it returned too: what sat in a write buffer when the disk filled is lost.
         self.delivered = 0
@@ -75,7 +76,7 @@ class TrackerWorker:
 
     @property
     def pending(self) -> int:
-        return self.enqueued - self.processed
+        return self._queue.qsize()
 
     @property
     def behind(self) -> bool:
@@ -83,21 +84,20 @@ class TrackerWorker:
         return self._missed is not None and not self._missed.done.is_set()
 
     # -- caller's thread -------------------------------------------------------------------
-    def put(self, hook: str, kwargs: dict[str, Any]) -> None:
-        if self.state == "ok" and self.enqueued - self.processed < self._queue_size:
-            self.enqueued += 1
-            self._queue.put((hook, kwargs))
+    def put(self, item: tuple[str, dict[str, Any]]) -> None:
+        """Queue ``(hook, kwargs)``, waiting for room; dropped for a switched-off tracker."""
+        if self.state == "ok" and self._queue.qsize() < self._queue_size:
+            self._queue.put(item)
         else:
-            self._put_slowly(hook, kwargs)
+            self._put_slowly(item)
 
-    def _put_slowly(self, hook: str, kwargs: dict[str, Any]) -> None:
+    def _put_slowly(self, item: tuple[str, dict[str, Any]]) -> None:
         """A full queue, or a tracker that is switched off."""
         if self.state == "ok" and self._wait_for_room():
             pass
-        elif not (hook == "trackkit_finish" and self.state == "failed"):  # a failed one may still clean up
+        elif not (item[0] == "trackkit_finish" and self.state == "failed"):  # a failed one may still clean up
             return  # dropped: health() counts it as lost
-        self.enqueued += 1
-        self._queue.put((hook, kwargs))
+        self._queue.put(item)
 
     def _wait_for_room(self) -> bool:
         deadline = time.monotonic() + self._limits.stall_timeout
@@ -168,14 +168,13 @@ class TrackerWorker:
                     return
                 continue
             hook, kwargs = item
-            self.processed += 1
             if hook == "trackkit_finish":  # even a switched-off tracker may close its files
                 self._invoke(hook, kwargs, count=False)
                 continue
             if self.state != "ok":
                 continue
             if hook in _METRIC_HOOKS:
-                kwargs = self._converted(kwargs)
+                kwargs = self._converted(_METRIC_HOOKS[hook] or kwargs["namespace"], kwargs)
             if hook == "trackkit_start":
                 if not self._invoke(hook, kwargs, count=False):
                     self.state = "failed"
@@ -191,8 +190,8 @@ class TrackerWorker:
             self.delivered += self._unflushed
         self._unflushed = 0  # after a failed flush they are lost: nothing says they reached storage
 
-    def _converted(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        metrics = {k: to_number(v) for k, v in kwargs["metrics"].items()}
+    def _converted(self, namespace: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        metrics = qualified(namespace, kwargs["metrics"])
         for key in nonfinite(metrics):
             self._on_nonfinite(key, metrics[key], kwargs.get("step"))
         return {**kwargs, "metrics": metrics}

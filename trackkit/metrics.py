@@ -15,33 +15,43 @@ def perplexity(loss: float) -> float:
         return math.inf
 
 
-def qualify(namespace: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Prefix bare keys with ``namespace/`` and check every value is a number.
+def checked(namespace: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``metrics`` once every name and value is known to be fine; keys stay as given.
 
-    Runs on the caller's thread, so it only looks at types: a 0-d tensor stays a tensor here
-    (reading it would sync the device) and is converted later by ``to_number``. Key names are
-    checked once and remembered, since a loop logs the same keys at every step.
+    Runs on the caller's thread, so it does the least it can: names seen before and plain
+    numbers pass with two C-level checks, and the names get their namespace later, on the
+    tracker threads (``qualified``). A 0-d tensor stays a tensor here (reading it would sync the
+    device) and is converted there by ``to_number``.
     """
-    names = _QUALIFIED.setdefault(namespace, {})
-    try:
-        out = {names[key]: value for key, value in metrics.items()}
-    except KeyError:
-        out = {_qualified_name(names, namespace, key): value for key, value in metrics.items()}
-    for key, value in out.items():
-        if type(value) not in _PLAIN_NUMBERS:
-            out[key] = _checked_value(key, value)
+    valid = _VALID_NAMES.get(namespace)
+    if valid is None:
+        valid = _VALID_NAMES.setdefault(namespace, set())
+    if valid >= metrics.keys() and _PLAIN_NUMBERS.issuperset(map(type, metrics.values())):
+        return dict(metrics)
+    out = {}
+    for key, value in metrics.items():
+        full = full_name(namespace, key)  # raises for a name that is not one
+        out[key] = value if type(value) in _PLAIN_NUMBERS else _checked_value(full, value)
+        if len(valid) < 10_000:  # a loop that invents new names every step gets no cache, not a leak
+            valid.add(key)
     return out
 
 
-def _qualified_name(names: dict[str, str], namespace: str, key: str) -> str:
+def qualified(namespace: str, metrics: Mapping[str, Any]) -> dict[str, float | int]:
+    """Namespaced names and plain numbers for what ``checked`` let through (may sync a device)."""
+    prefix = namespace + "/"
+    return {(key if key.startswith(prefix) else prefix + key): to_number(value) for key, value in metrics.items()}
+
+
+def full_name(namespace: str, key: str) -> str:
+    """``key`` with its namespace: ``loss`` and ``train/loss`` are both ``train/loss``."""
     if not isinstance(key, str):
         raise TypeError(f"metric names must be strings, got {key!r}")
-    full = key if key.startswith(namespace + "/") else f"{namespace}/{key}"
-    if "/" in key and full is not key:
+    if key.startswith(namespace + "/"):
+        return key
+    if "/" in key:
         raise ValueError(f"metric {key!r} does not belong to the {namespace!r} namespace")
-    if len(names) < 10_000:  # a loop that invents new names every step gets no cache, not a leak
-        names[key] = full
-    return full
+    return f"{namespace}/{key}"
 
 
 def _checked_value(key: str, value: Any) -> Any:
@@ -55,7 +65,7 @@ def _checked_value(key: str, value: Any) -> Any:
 
 
 def to_number(value: Any) -> float | int:
-    """A plain Python number for a value accepted by ``qualify`` (may sync a device tensor)."""
+    """A plain Python number for a value accepted by ``checked`` (may sync a device tensor)."""
     if type(value) in _PLAIN_NUMBERS:
         return value
     if isinstance(value, (bool, int)):
@@ -70,7 +80,7 @@ def nonfinite(metrics: Mapping[str, float | int]) -> list[str]:
 
 
 _PLAIN_NUMBERS = frozenset({int, float})
-_QUALIFIED: dict[str, dict[str, str]] = {}  # namespace -> {key as logged: namespaced key}
+_VALID_NAMES: dict[str, set[str]] = {}  # namespace -> keys already checked, as logged
 
 
 def _is_scalar_like(value: Any) -> bool:

@@ -13,6 +13,7 @@ trackers do the rest on their own threads (see dispatch.py).
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import secrets
 import signal
@@ -25,7 +26,7 @@ from typing import Any, Mapping
 from . import hookspecs
 from .dispatch import Limits, TrackerWorker
 from .errors import TrackkitError
-from .metrics import qualify
+from .metrics import checked, qualified
 from .record import RUN_FORMAT, scrub, read_run_json, run_json_path, write_json_atomic
 from .plugins import parse_names, plugin_manager, source_for
 from .report import report
@@ -33,7 +34,6 @@ from .runinfo import RunInfo
 from .system import SystemSampler
 
 STATUSES = ("success", "failed", "interrupted")
-_CONTROL_HOOKS = ("trackkit_start", "trackkit_finish")  # every other hook carries a record
 HOOKS = tuple(name for name in dir(hookspecs) if name.startswith("trackkit_"))
 
 
@@ -96,43 +96,52 @@ class Run:
             self._pm.register(tracker, name=tracker_name)
         self._pm.check_pending()  # a misspelt trackkit_* hook fails here, not silently
         self._flagged: set[str] = set()
-        self._put_lock = threading.Lock()
-        self._records = 0  # records logged: what each tracker's health is counted against
+        # Records are numbered without a lock: next() on a count is one step for the interpreter,
+        # so the training thread and the system-metrics thread (or a user's own) can both log.
+        # _logged() draws a number to read the count, and keeps track of the numbers it drew.
+        self._numbers = itertools.count(1)
+        self._numbers_drawn = 0
+        self._drawing = threading.Lock()
         self._workers = [
             TrackerWorker(n, self._caller_for(n), limits, self._flag_nonfinite, self._flushes(n)) for n in trackers
         ]
+        # Between two looks at the trackers' queues and states, a record goes straight into every
+        # healthy tracker's queue: one C call each, which keeps a log call near a microsecond.
+        # A queue may hold up to this many records over its limit.
+        self._check_every = max(1, min(64, limits.queue_size // 16))
+        self._enqueues = [worker.enqueue for worker in self._workers]
         self._final: dict[str, Any] = {}
         self._finish_lock = threading.Lock()
         self.status: str | None = None
         self._exit_status: str | None = None  # what atexit should record if finish is never called
         self._write_run_json("running")
-        self._dispatch("trackkit_start", {"run": info, "config": config})
+        self._control("trackkit_start", {"run": info, "config": config})
         self._install_exit_handlers(handle_signals)
         self.last_train_step = info.resumed_from_step or 0  # the step system metrics are logged at
         self._sampler = SystemSampler(self, system_metrics) if system_metrics else None
 
     # -- logging ---------------------------------------------------------------------------
     def log_train(self, metrics: Mapping[str, Any], step: int) -> None:
-        self._dispatch("trackkit_log_train", {"metrics": qualify("train", metrics), "step": step})
+        self._record(("trackkit_log_train", {"metrics": checked("train", metrics), "step": step}))
         self.last_train_step = step
 
     def log_eval(self, metrics: Mapping[str, Any], step: int) -> None:
-        self._dispatch("trackkit_log_eval", {"metrics": qualify("eval", metrics), "step": step})
+        self._record(("trackkit_log_eval", {"metrics": checked("eval", metrics), "step": step}))
 
     def log_epoch(self, metrics: Mapping[str, Any], epoch: int, step: int) -> None:
-        self._dispatch("trackkit_log_epoch", {"metrics": qualify("epoch", metrics), "epoch": epoch, "step": step})
+        self._record(("trackkit_log_epoch", {"metrics": checked("epoch", metrics), "epoch": epoch, "step": step}))
 
     def log_final(self, metrics: Mapping[str, Any]) -> None:
-        final = qualify("final", metrics)
-        self._final.update(final)
-        self._dispatch("trackkit_log_final", {"metrics": final})
+        final = checked("final", metrics)
+        self._final.update(qualified("final", final))
+        self._record(("trackkit_log_final", {"metrics": final}))
 
     def log_metrics(self, namespace: str, metrics: Mapping[str, Any], step: int) -> None:
         """Metrics of any other namespace, e.g. ``log_metrics("system", {"cpu_percent": 12}, step)``."""
         if namespace in ("train", "eval", "epoch", "final") or not namespace or "/" in namespace:
             raise ValueError(f"log_metrics takes a custom namespace, not {namespace!r}; use log_{namespace}")
-        self._dispatch(
-            "trackkit_log_metrics", {"namespace": namespace, "metrics": qualify(namespace, metrics), "step": step}
+        self._record(
+            ("trackkit_log_metrics", {"namespace": namespace, "metrics": checked(namespace, metrics), "step": step})
         )
 
     def log_artifact(
@@ -141,19 +150,29 @@ class Run:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"artifact {str(path)!r} does not exist")
-        self._dispatch(
+        self._record((
             "trackkit_log_artifact",
             {"path": path.resolve(), "name": name or path.name, "kind": kind, "metadata": dict(metadata or {})},
-        )
+        ))
 
-    def _dispatch(self, hook: str, kwargs: dict[str, Any]) -> None:
+    def _record(self, item: tuple[str, dict[str, Any]]) -> None:
+        """Queue a record, ``(hook, kwargs)``, for every tracker."""
         if self.status is not None:
             raise RuntimeError(f"run {self.info.name!r} is already finished ({self.status})")
-        with self._put_lock:  # the system-metrics thread logs too; records keep one order
-            if hook not in _CONTROL_HOOKS:
-                self._records += 1
-            for worker in self._workers:
-                worker.put(hook, kwargs)
+        if next(self._numbers) % self._check_every:
+            for enqueue in self._enqueues:
+                enqueue(item)
+        else:
+            self._put_checked(item)
+
+    def _control(self, hook: str, kwargs: dict[str, Any]) -> None:
+        """Queue trackkit_start or trackkit_finish, which are not records, for every tracker."""
+        self._put_checked((hook, kwargs))
+
+    def _put_checked(self, item: tuple[str, dict[str, Any]]) -> None:
+        for worker in self._workers:
+            worker.put(item)  # waits for room, or drops the record of a switched-off tracker
+        self._enqueues = [worker.enqueue for worker in self._workers if worker.state == "ok"]
 
     # -- flushing and finishing ------------------------------------------------------------
     def flush(self, timeout: float = 10.0) -> dict[str, int]:
@@ -180,7 +199,7 @@ class Run:
             deadline = time.monotonic() + timeout
             self._drain(timeout, "finish")
             self.summary = {"status": status, "final": dict(self._final), "trackers": self._health()}
-            self._dispatch("trackkit_finish", {"status": status, "summary": self.summary})
+            self._control("trackkit_finish", {"status": status, "summary": self.summary})
             self.status = status
             for wait in [worker.request(flush=False, stop=True) for worker in self._workers]:
                 wait(max(0.1, deadline - time.monotonic()))
@@ -194,7 +213,7 @@ class Run:
         asked = [(w, w.behind or w.state != "ok", w.request(flush=True)) for w in self._workers]
         for worker, said, wait in asked:  # said: reported before; a flush does not repeat it
             if not wait(max(0.0, deadline - time.monotonic())):
-                left[worker.name] = self._records - worker.delivered
+                left[worker.name] = self._logged() - worker.delivered
                 if what == "finish" or not said:
                     report(f"{what}: tracker {worker.name!r} still had {left[worker.name]} records after {timeout:g}s")
         return left
@@ -207,7 +226,14 @@ class Run:
             report(f"{key} is {value}{at}; recorded as is (further non-finite values of it are not flagged)")
 
     def _health(self) -> dict[str, dict[str, Any]]:
-        return {worker.name: worker.health(self._records) for worker in self._workers}
+        logged = self._logged()
+        return {worker.name: worker.health(logged) for worker in self._workers}
+
+    def _logged(self) -> int:
+        """How many records were logged so far: what each tracker's health is counted against."""
+        with self._drawing:
+            self._numbers_drawn += 1
+            return next(self._numbers) - self._numbers_drawn
 
     # -- context manager, Ctrl-C, SIGTERM, atexit ------------------------------------------
     def __enter__(self) -> "Run":
