@@ -4,9 +4,11 @@
     python benchmarks/overhead.py --json          # {"<config>": {"p50_us": .., "p99_us": ..}, ...}
     python benchmarks/overhead.py --only none,console+jsonl --calls 2000
 
-Between two log calls the loop sleeps ``--step-ms`` (a stand-in for a training step, which runs
-in torch kernels with the GIL released), so the trackers' threads get to work as they would in
-training. Only the log call itself is timed. ``direct-*`` call the backend in the loop, the way
+Between two log calls the loop multiplies matrices for ``--step-ms``: a stand-in for a training
+step, which keeps the CPU busy in torch kernels with the GIL released, so the trackers' threads
+get to work as they would in training. (Not a sleep: on a virtual machine, the first
+instructions after an idle CPU wakes up run several times slower, and that would be measured.)
+Only the log call itself is timed. ``direct-*`` call the backend in the loop, the way
 trackkit replaces: five ``SummaryWriter.add_scalar`` calls, or one wandb ``run.log``.
 
 Every configuration is open at once and they take turns, ``--rounds`` chunks each, the order
@@ -27,7 +29,19 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 import trackkit
+
+_WORK = torch.randn(96, 96)
+
+
+def training_step(seconds: float) -> None:
+    """Keep the CPU busy in torch kernels, which release the GIL, for about ``seconds``."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        _WORK @ _WORK
+
 
 TRACKED = {
     "none": ["none"],
@@ -94,7 +108,7 @@ class Contestant:
             t0 = time.perf_counter_ns()
             self.log(m, self.step)
             durations.append(time.perf_counter_ns() - t0)
-            time.sleep(step_s)
+            training_step(step_s)
         self.settle()
         if timed:
             self.durations.append(durations)

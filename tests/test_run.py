@@ -120,6 +120,39 @@ def test_full_queue_makes_the_caller_wait_and_loses_nothing(tmp_path):
     assert run.summary["trackers"]["recording"]["lost"] == 0
 
 
+def test_threads_logging_at_once_lose_nothing_and_are_counted_exactly(tmp_path):
+    # Logging takes no lock: four threads (a training loop, a system sampler, a user's own) log
+    # at once, through a queue small enough that the caller checks for room every 4th record.
+    limits = trackkit.Limits(queue_size=64)
+    run = trackkit.start(["jsonl", "trackers_for_tests:Recording"], output_dir=tmp_path, limits=limits)
+
+    def log(namespace):
+        for step in range(1, 2001):
+            run.log_metrics(namespace, {"value": float(step)}, step=step)
+
+    threads = [threading.Thread(target=log, args=(f"thread{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    summary = run.finish()
+    assert summary["trackers"]["recording"] == {"state": "ok", "delivered": 8000, "lost": 0}
+    assert summary["trackers"]["jsonl"] == {"state": "ok", "delivered": 8000, "lost": 0}
+    for i in range(4):
+        steps = [c[2] for c in t.CALLS if c[0] == "metrics" and c[1] == f"thread{i}"]
+        assert steps == list(range(1, 2001))  # each thread's records once each, in its order
+    assert len([e for e in records(tmp_path) if e["event"] == "metrics"]) == 8000
+
+
+def test_a_missing_or_broken_backend_is_one_clear_error_at_start(tmp_path, monkeypatch):
+    with pytest.raises(trackkit.TrackkitError, match="needs the 'no_such_backend_for_tests' package"):
+        trackkit.start(["trackers_for_tests:NeedsMissing"], output_dir=tmp_path / "a")
+    (tmp_path / "broken_backend_for_tests.py").write_text("raise ImportError('libfoo.so: cannot open')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(trackkit.TrackkitError, match="cannot import 'broken_backend_for_tests': libfoo.so"):
+        trackkit.start(["trackers_for_tests:NeedsBroken"], output_dir=tmp_path / "b")
+
+
 def test_hanging_tracker_is_switched_off_after_the_stall_timeout(tmp_path, capfd):
     limits = trackkit.Limits(queue_size=3, stall_timeout=0.5)
     run = trackkit.start(["jsonl", "trackers_for_tests:Hanging"], output_dir=tmp_path, limits=limits)

@@ -295,3 +295,20 @@ def test_tensorboard_dir_option(tmp_path):
 def test_tensorboard_is_imported_only_when_the_tracker_starts():
     code = "import sys, trackkit.trackers.tensorboard; print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorboard'))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_the_users_own_tensorboard_import_right_after_start_does_not_deadlock(tmp_path):
+    # The tracker's thread starts right away; had it imported tensorboard's lazy submodules
+    # there, this import on the main thread met it halfway and failed with _DeadlockError.
+    script = textwrap.dedent(f"""
+        import torch, trackkit
+        for attempt in range(3):
+            run = trackkit.start(["tensorboard"], output_dir={str(tmp_path)!r} + f"/run{{attempt}}")
+            from torch.utils.tensorboard import SummaryWriter
+            SummaryWriter({str(tmp_path)!r} + f"/direct{{attempt}}").close()
+            run.log_train({{"loss": 1.0}}, step=1)
+            run.finish()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert scalars(tmp_path / "run0" / "tensorboard")["train/loss"] == [(1, 1.0)]

@@ -102,3 +102,15 @@ class Misspelt:
     @trackkit.hookimpl
     def trackkit_log_trian(self, metrics, step):
         pass
+
+
+class NeedsMissing:
+    """Names a backend package that is not installed."""
+
+    requires = ("no_such_backend_for_tests",)
+
+
+class NeedsBroken:
+    """Names a backend package that is installed but fails to import (the test writes it)."""
+
+    requires = ("broken_backend_for_tests",)

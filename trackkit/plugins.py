@@ -37,7 +37,12 @@ class TrackerSource:
         return obj
 
     def create(self, options: Mapping[str, Any]) -> object:
-        """An instance, given the options its constructor declares; a missing backend is an error."""
+        """An instance, given the options its constructor declares; a missing backend is an error.
+
+        The backend packages in ``requires`` are imported here, on the thread that starts the
+        run: the hooks run on the tracker's own thread, and two threads importing one package at
+        once can deadlock in Python's import locks (the user's own import of it then fails).
+        """
         cls = self.load()
         for module in getattr(cls, "requires", ()):
             if importlib.util.find_spec(module) is None:
@@ -45,6 +50,10 @@ class TrackerSource:
                     f"tracker {self.name!r} needs the {module!r} package, which is not installed "
                     f"(pip install 'trackkit[{self.name}]' for built-ins)"
                 )
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # installed but broken: a version clash, a missing library
+                raise TrackkitError(f"tracker {self.name!r} cannot import {module!r}: {exc}") from None
         params = inspect.signature(cls).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             options = {k: v for k, v in options.items() if k in params}

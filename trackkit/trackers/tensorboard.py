@@ -14,6 +14,7 @@ The tracker writes only files whose names end in ``.trackkit``; other event file
 """
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import time
@@ -32,6 +33,17 @@ CONFIG_TAG = "config"
 HPARAMS_PREFIX = "_hparams_/"
 
 
+BACKEND_MODULES = (
+    "tensorboard.backend.event_processing.event_file_loader",
+    "tensorboard.compat.proto.event_pb2",
+    "tensorboard.compat.proto.summary_pb2",
+    "tensorboard.plugins.hparams.summary_v2",
+    "tensorboard.plugins.text.metadata",
+    "tensorboard.summary.writer.record_writer",
+    "tensorboard.util.tensor_util",
+)
+
+
 class TensorBoardTracker:
     # Needs the `tensorboard` package alone, not torch.utils.tensorboard.SummaryWriter: the
     # `tensorboard` extra is then all it takes (no torch import, e.g. when replaying a record),
@@ -47,6 +59,11 @@ class TensorBoardTracker:
     ]
 
     def __init__(self, tensorboard_dir: str | os.PathLike | None = None):
+        # The `tensorboard` package loads its submodules lazily: import the ones the hooks use
+        # now, on the thread that starts the run, not in the hooks on this tracker's thread,
+        # where they would race the user's own `from torch.utils.tensorboard import ...`.
+        for module in BACKEND_MODULES:
+            importlib.import_module(module)
         self._dir_option = tensorboard_dir
         self._file = None
         self._last_step = 0
