@@ -57,7 +57,6 @@ class TrackerWorker:
         self.name = name
         self._call = call  # call(hook_name, kwargs): the tracker's own hook implementations
         self._limits = limits
-        self._queue_size = limits.queue_size
         self._on_nonfinite = on_nonfinite
         self._flushes = flushes  # whether the tracker implements trackkit_flush
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -86,7 +85,7 @@ class TrackerWorker:
     # -- caller's thread -------------------------------------------------------------------
     def put(self, item: tuple[str, dict[str, Any]]) -> None:
         """Queue ``(hook, kwargs)``, waiting for room; dropped for a switched-off tracker."""
-        if self.state == "ok" and self._queue.qsize() < self._queue_size:
+        if self.state == "ok" and self._queue.qsize() < self._limits.queue_size:
             self._queue.put(item)
         else:
             self._put_slowly(item)
