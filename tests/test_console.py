@@ -58,3 +58,58 @@ def test_no_progress_bar_in_a_pipe(tmp_path, capfd):
     out = capfd.readouterr().out
     assert "\r" not in out and "[#" not in out
     assert "step      2 | batch    2/4 | loss 1.0000" in out
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts its writes; a terminal if asked."""
+
+    def __init__(self, tty=False):
+        super().__init__()
+        self.writes, self.tty = 0, tty
+
+    def write(self, text):
+        self.writes += 1
+        return super().write(text)
+
+    def isatty(self):
+        return self.tty
+
+
+def started(stream):
+    console = ConsoleTracker(console_lang="en", stream=stream)
+    console.trackkit_start(RunInfo(name="demo", id="abc", project="p", dir="runs/demo"), {"batches_per_epoch": 4})
+    return console
+
+
+def test_lines_are_written_in_one_piece_at_each_flush():
+    out = CountingStream()
+    console = started(out)
+    before = out.writes
+    for step in range(1, 21):
+        console.trackkit_log_train({"train/loss": 1.0, "train/batch": step % 4}, step)
+    assert out.writes == before  # nothing until the layer flushes
+    console.trackkit_flush()
+    assert out.writes == before + 1
+    lines = out.getvalue().splitlines()
+    assert [line.split("|")[0].strip() for line in lines[-20:]] == [f"step {step:6d}" for step in range(1, 21)]
+    console.trackkit_flush()
+    assert out.writes == before + 1  # an idle flush writes nothing
+
+
+def test_on_a_terminal_the_bar_stays_below_the_lines_and_leaves_before_the_summary():
+    out = CountingStream(tty=True)
+    console = started(out)
+    start = len(out.getvalue())
+    console.trackkit_log_train({"train/loss": 1.0, "train/batch": 1}, 1)
+    console.trackkit_log_train({"train/loss": 0.9, "train/batch": 2}, 2)
+    console.trackkit_flush()
+    assert out.getvalue()[start:].endswith("loss 0.9000\n[###############               ]  50%")
+    start = len(out.getvalue())
+    console.trackkit_log_eval({"eval/loss": 0.8, "eval/perplexity": 2.23}, 2)
+    console.trackkit_flush()
+    assert out.getvalue()[start:] == (  # the bar erased, not drawn again
+        "\r\033[K--- Evaluation at step 2 ---\nEvaluation done - avg loss: 0.8000, perplexity: 2.23\n")
+    console.trackkit_log_train({"train/loss": 0.7, "train/batch": 3}, 3)
+    console.trackkit_finish("success", {"final": {}, "trackers": {}})
+    tail = out.getvalue()[start:]
+    assert tail.endswith("Run demo finished: success\n") and "%" not in tail.split("step      3")[1]

@@ -272,6 +272,32 @@ def test_a_released_hung_tracker_does_not_spin(tmp_path):
     assert cpu_seconds(worker) - began < 0.2  # its thread idles; it does not busy-wait on its queue
 
 
+def test_a_worker_takes_records_that_trickle_in_about_once_a_second(tmp_path):
+    # Every wake-up of a tracker thread costs the training loop a core and the GIL: a record
+    # every 10 ms for 3 s must wake the worker a few times, not once per record or every 0.1 s.
+    earlier = set(threading.enumerate())
+    run = trackkit.start(["jsonl"], output_dir=tmp_path)
+    (worker,) = [th for th in threading.enumerate() if th.name == "trackkit-jsonl" and th not in earlier]
+    run.flush()
+    began, start, step = voluntary_switches(worker), time.monotonic(), 0
+    while time.monotonic() - start < 3.0:
+        step += 1
+        run.log_train({"loss": 1.0}, step=step)
+        time.sleep(0.01)
+    woke = voluntary_switches(worker) - began
+    run.finish()
+    assert woke <= 10, f"the worker slept {woke} times for {step} records in 3 s"
+    assert len([e for e in records(tmp_path) if e["event"] == "train"]) == step
+
+
+def voluntary_switches(thread: threading.Thread) -> int:
+    """How often one thread gave up its core (to sleep, wait for a lock or the GIL), from Linux."""
+    for line in open(f"/proc/self/task/{thread.native_id}/status"):
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches in /proc")
+
+
 def cpu_seconds(thread: threading.Thread) -> float:
     """CPU time one thread has used, from Linux's per-thread accounting."""
     fields = open(f"/proc/self/task/{thread.native_id}/stat").read().rpartition(")")[2].split()

@@ -143,6 +143,20 @@ def test_offline_run_file_holds_every_namespace_the_summary_and_the_config(wandb
     assert len(logged) == len(train)  # the local record and wandb agree
 
 
+def test_console_lines_reach_wandb_in_a_few_captured_writes_not_one_per_line(wandb_env, tmp_path):
+    # wandb captures what goes to stdout and sends each write to wandb-core: one write per
+    # console line cost wandb as much as the metrics themselves.
+    out = tmp_path / "run"
+    with trackkit.start(["console", "wandb"], output_dir=out, options={"offline": True}) as run:
+        run.flush()  # wandb is up and capturing
+        log_steps(run, range(1, 101))
+    [part] = wandb_parts(out)
+    captured = [r.output_raw.line for r in read_records(part.path) if r.WhichOneof("record_type") == "output_raw"]
+    lines = [line for text in captured for line in text.splitlines() if line.startswith("step ")]
+    assert [int(line.split()[1]) for line in lines] == list(range(1, 101))
+    assert len([text for text in captured if "step " in text]) <= 3
+
+
 @pytest.mark.parametrize("how, exit_code", [("exception", 1), ("interrupted", 130)])
 def test_failed_and_interrupted_runs_end_with_a_nonzero_exit_code(wandb_env, tmp_path, how, exit_code):
     out, model = tmp_path / "run", tmp_path / "model.pt"

@@ -27,14 +27,11 @@ class Limits:
     queue_size: int = 10_000  # records waiting per tracker before the caller has to wait
     stall_timeout: float = 60.0  # how long the caller waits on a full queue before giving up on it
     max_failures: int = 5  # consecutive exceptions before a tracker is switched off
-    flush_interval: float = 1.0  # idle trackers get trackkit_flush at least this often
-
-
-# Seconds a worker sleeps between looks at its queue; it then handles everything that gathered.
-# Every wake-up takes the GIL from the training thread and a core from torch's threads, so there
-# are few of them (ten a second, not one per record or more: that cost 3-4% of the reference
-# trainer's throughput). Flush and stop requests, and a full queue, wake the worker at once.
-_POLL = 0.1
+    # Seconds between a worker's rounds: each takes what gathered and flushes it. Every wake-up
+    # takes the GIL from the training thread and a core from torch's threads, and a record costs
+    # a backend several times more alone than in a batch, so rounds are rare. A flush or stop
+    # request, or a full queue, starts a round at once.
+    flush_interval: float = 1.0
 
 
 class _Marker:
@@ -146,43 +143,47 @@ class TrackerWorker:
 
     # -- worker thread ---------------------------------------------------------------------
     def _loop(self) -> None:
-        # The worker polls instead of blocking in get(): a blocked reader makes every put() wake
-        # it with a system call, and that wake-up would be paid on the training thread.
+        # The worker sleeps between rounds instead of blocking in get(): a blocked reader makes
+        # every put() wake it with a system call, and that wake-up would be paid on the training
+        # thread. Each round handles everything that gathered, back to back, then flushes it.
         last_flush = time.monotonic()
         while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                if not (self._unflushed and time.monotonic() - last_flush >= self._limits.flush_interval):
-                    self._wake.wait(_POLL)
-                    self._wake.clear()
+            self._wake.wait(self._limits.flush_interval)
+            self._wake.clear()
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Marker):
+                    if item.flush:
+                        self._flush()
+                        last_flush = time.monotonic()
+                    item.done.set()
+                    if item.stop:
+                        return
                     continue
-                item = _Marker(flush=True)
-            if isinstance(item, _Marker):
-                if item.flush:
-                    self._flush()
+                self._handle(*item)
+                if self._unflushed and time.monotonic() - last_flush >= self._limits.flush_interval:
+                    self._flush()  # a queue that never empties still reaches storage every interval
                     last_flush = time.monotonic()
-                item.done.set()
-                if item.stop:
-                    return
-                continue
-            hook, kwargs = item
-            if hook == "trackkit_finish":  # even a switched-off tracker may close its files
-                self._invoke(hook, kwargs, count=False)
-                continue
-            if self.state != "ok":
-                continue
-            if hook in _METRIC_HOOKS:
-                kwargs = self._converted(_METRIC_HOOKS[hook] or kwargs["namespace"], kwargs)
-            if hook == "trackkit_start":
-                if not self._invoke(hook, kwargs, count=False):
-                    self.state = "failed"
-                    report(f"tracker {self.name!r} could not start and is switched off")
-            elif self._invoke(hook, kwargs):
-                self._unflushed += 1
-            if self._unflushed and time.monotonic() - last_flush >= self._limits.flush_interval:
-                self._flush()
-                last_flush = time.monotonic()
+            self._flush()
+            last_flush = time.monotonic()
+
+    def _handle(self, hook: str, kwargs: dict[str, Any]) -> None:
+        if hook == "trackkit_finish":  # even a switched-off tracker may close its files
+            self._invoke(hook, kwargs, count=False)
+            return
+        if self.state != "ok":
+            return
+        if hook in _METRIC_HOOKS:
+            kwargs = self._converted(_METRIC_HOOKS[hook] or kwargs["namespace"], kwargs)
+        if hook == "trackkit_start":
+            if not self._invoke(hook, kwargs, count=False):
+                self.state = "failed"
+                report(f"tracker {self.name!r} could not start and is switched off")
+        elif self._invoke(hook, kwargs):
+            self._unflushed += 1
 
     def _flush(self) -> None:
         if self._unflushed and self.state == "ok" and self._invoke("trackkit_flush", {}):

@@ -69,8 +69,8 @@ def trackkit_log_artifact(path: Path, name: str, kind: str, metadata: Mapping[st
 
 @hookspec
 def trackkit_flush() -> None:
-    """Push buffered records to storage. Called when the loop calls ``run.flush()`` and, while
-    records are waiting, at least once a second: a tracker need not time its own flushes."""
+    """Push buffered records to storage. Called after each round of records (about once a
+    second) and when the loop calls ``run.flush()``: a tracker need not time its own flushes."""
 
 
 @hookspec

@@ -5,6 +5,9 @@
 
 The epoch and batch totals come from the config keys ``num_epochs`` and ``batches_per_epoch``;
 the batch position from ``train/batch``. A part whose value was not logged is left out.
+
+Lines are written in one piece at each flush (about once a second): a stream that is watched
+(wandb captures the console, a pipe wakes its reader) then pays once per flush, not per line.
 """
 from __future__ import annotations
 
@@ -59,13 +62,21 @@ class ConsoleTracker:
         self.text = TEXT[console_lang or default_lang()]
         self.out = stream or sys.stdout
         self.progress = self.out.isatty()
+        self.lines: list[str] = []  # written at the next flush
+        self.bar = ""  # the progress bar's latest state, drawn below the lines on a terminal
         self.bar_shown = False
 
     def _print(self, line: str) -> None:
-        if self.bar_shown:
-            self.out.write("\r\033[K")
-            self.bar_shown = False
-        self.out.write(line + "\n")
+        self.lines.append(line + "\n")
+
+    def _write_out(self) -> None:
+        if not self.lines and not self.bar:
+            return
+        erase = "\r\033[K" if self.bar_shown else ""  # the bar goes below the new lines, or away
+        self.out.write(erase + "".join(self.lines) + self.bar)
+        self.out.flush()
+        self.lines.clear()
+        self.bar_shown, self.bar = bool(self.bar), ""
 
     @hookimpl
     def trackkit_start(self, run, config):
@@ -83,7 +94,7 @@ class ConsoleTracker:
             width = max(len(k) for k in config)
             for key in sorted(config):
                 self._print(f"  {key:<{width}}  {config[key]}")
-        self.out.flush()
+        self._write_out()
 
     @hookimpl
     def trackkit_log_train(self, metrics, step):
@@ -106,9 +117,7 @@ class ConsoleTracker:
         self._print(" | ".join(parts))
         if self.progress and "train/batch" in m and self.batches_per_epoch:
             done = int(m["train/batch"]) / self.batches_per_epoch
-            bar = "#" * int(30 * done)
-            self.out.write(f"[{bar:<30}] {done:4.0%}")
-            self.bar_shown = True
+            self.bar = f"[{'#' * int(30 * done):<30}] {done:4.0%}"
 
     @hookimpl
     def trackkit_log_eval(self, metrics, step):
@@ -133,7 +142,7 @@ class ConsoleTracker:
 
     @hookimpl
     def trackkit_flush(self):
-        self.out.flush()
+        self._write_out()
 
     @hookimpl
     def trackkit_finish(self, status, summary):
@@ -147,4 +156,5 @@ class ConsoleTracker:
                 self._print(f"  {key:<{width}}  {shown}")
         for name, health in summary.get("trackers", {}).items():
             self._print("  " + t["tracker"].format(name=name, **health))
-        self.out.flush()
+        self.bar = ""
+        self._write_out()
