@@ -13,14 +13,17 @@ batch 12, char tokenizer, dropout 0) on the built-in corpus, in one process:
 Start-up (data, model, backends) is excluded: each contestant is built once and warmed up, then
 they take turns running chunks of ``--steps`` steps, the order rotating every round, so that
 load from other processes hits all three alike. The trainer's chunks end with ``run.flush()``:
-whatever the trackers still had queued is paid for inside the measurement. Reported: the median
-tokens/s of each, and the median over rounds of the ratios within a round.
+whatever the trackers still had queued is paid for inside the measurement. A round in which the
+trainers reached the end of an epoch (they evaluate and save the best checkpoint there; the
+bare loop does neither) is left out and run again. Reported: the median tokens/s of each, and
+the median over rounds of the ratios within a round, with their quartiles (the machine's noise).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import sys
@@ -46,6 +49,8 @@ ALL_TRACKERS = ("console", "jsonl", "tensorboard", "wandb")
 class Bare:
     """A minimal training loop of the same model and batch: random windows, forward, backward, step."""
 
+    steps_per_epoch = math.inf  # no epochs, no evaluation
+
     def __init__(self, seed: int):
         documents = read_corpus(None)
         tokens = encode_corpus(build_tokenizer("char", documents, 0), documents)
@@ -57,7 +62,7 @@ class Bare:
         self.generator = torch.Generator().manual_seed(seed)
         self.offsets = torch.arange(REFERENCE["block_size"] + 1)
 
-    def run(self, steps: int) -> None:
+    def run(self, steps: int) -> bool:
         for _ in range(steps):
             high = len(self.tokens) - len(self.offsets)
             starts = torch.randint(high, (REFERENCE["batch_size"],), generator=self.generator)
@@ -68,6 +73,7 @@ class Bare:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         loss.item()
+        return False  # no epochs here
 
 
 class TrainerLoop:
@@ -81,19 +87,22 @@ class TrainerLoop:
         with contextlib.redirect_stdout(self.devnull):
             self.trainer = Trainer.create(cfg, Tracking(trackers, {"offline": True}))
 
-    def run(self, steps: int) -> None:
+    def run(self, steps: int) -> bool:
+        """Train ``steps`` steps; True if an epoch ended among them."""
+        epoch = self.trainer.progress.epoch
         self.trainer.loop(until=self.trainer.progress.step + steps)
         # The flush wakes every tracker thread at once: the chunk pays for what they still had
         # queued, not for a polling interval.
         self.trainer.run.flush(timeout=600)
+        return self.trainer.progress.epoch != epoch
 
     def close(self) -> None:
         self.trainer.run.finish()
         self.devnull.close()
 
     @property
-    def steps_left_in_epoch(self) -> int:
-        return self.trainer.batches.steps_per_epoch - self.trainer.progress.position
+    def steps_per_epoch(self) -> int:
+        return self.trainer.batches.steps_per_epoch
 
 
 def available(names: tuple[str, ...]) -> tuple[list[str], list[str]]:
@@ -107,24 +116,30 @@ def available(names: tuple[str, ...]) -> tuple[list[str], list[str]]:
     return found, missing
 
 
-def side_by_side(contestants: dict, steps_left: int, steps: int, repeats: int, warmup: int) -> dict[str, list[float]]:
+def side_by_side(contestants: dict, steps: int, repeats: int, warmup: int) -> dict[str, list[float]]:
     """Tokens/s of each contestant over ``repeats`` rounds of ``steps`` steps, taking turns.
 
     The order rotates every round, so that load from other processes hits every contestant alike.
     """
-    if steps_left <= warmup + steps * repeats:
-        raise SystemExit("too many steps: the measurement must not reach the end of an epoch (it evaluates there)")
+    if steps >= min(contestant.steps_per_epoch for contestant in contestants.values()):
+        raise SystemExit("--steps must be fewer than an epoch's: every round would reach an epoch's end")
     tokens_per_step = REFERENCE["batch_size"] * REFERENCE["block_size"]
     for contestant in contestants.values():
         contestant.run(warmup)
     speeds: dict[str, list[float]] = {name: [] for name in contestants}
     names = list(contestants)
-    for round_ in range(repeats):
-        shift = round_ % len(names)
+    rounds = 0
+    while len(speeds[names[0]]) < repeats:
+        shift = rounds % len(names)
+        rounds += 1
+        this_round, epoch_ended = {}, False
         for name in names[shift:] + names[:shift]:
             began = time.perf_counter()
-            contestants[name].run(steps)
-            speeds[name].append(steps * tokens_per_step / (time.perf_counter() - began))
+            epoch_ended |= contestants[name].run(steps)
+            this_round[name] = steps * tokens_per_step / (time.perf_counter() - began)
+        if not epoch_ended:
+            for name, speed in this_round.items():
+                speeds[name].append(speed)
     return speeds
 
 
@@ -138,16 +153,20 @@ def measure(steps: int, repeats: int, warmup: int, seed: int, wanted: tuple[str,
             "none": TrainerLoop(seed, [], Path(tmp, "none")),
             "all": TrainerLoop(seed, trackers, Path(tmp, "all")),
         }
-        speeds = side_by_side(contestants, contestants["all"].steps_left_in_epoch, steps, repeats, warmup)
+        speeds = side_by_side(contestants, steps, repeats, warmup)
         for name in ("none", "all"):
             contestants[name].close()
-    ratio = lambda a, b: statistics.median(x / y for x, y in zip(speeds[a], speeds[b]))  # noqa: E731
+    ratios = lambda a, b: [x / y for x, y in zip(speeds[a], speeds[b])]  # noqa: E731
+    ratio = lambda a, b: statistics.median(ratios(a, b))  # noqa: E731
+    quartiles = lambda a, b: [round(q, 4) for q in statistics.quantiles(ratios(a, b))[::2]]  # noqa: E731
     return {
         "bare_tokens_per_s": round(statistics.median(speeds["bare"]), 1),
         "none_tokens_per_s": round(statistics.median(speeds["none"]), 1),
         "all_tokens_per_s": round(statistics.median(speeds["all"]), 1),
         "none_over_bare": round(ratio("none", "bare"), 4),
         "all_over_none": round(ratio("all", "none"), 4),
+        "none_over_bare_quartiles": quartiles("none", "bare"),
+        "all_over_none_quartiles": quartiles("all", "none"),
         "trackers": trackers,
         "steps_per_round": steps,
         "rounds": repeats,
@@ -158,7 +177,7 @@ def measure(steps: int, repeats: int, warmup: int, seed: int, wanted: tuple[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=30, help="steps per chunk (default 30)")
-    parser.add_argument("--repeats", type=int, default=16, help="rounds of bare/none/all chunks (default 16)")
+    parser.add_argument("--repeats", type=int, default=32, help="rounds of bare/none/all chunks (default 32)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (default 10)")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--trackers", default=",".join(ALL_TRACKERS),
@@ -173,8 +192,12 @@ def main() -> None:
         return
     for name in ("bare", "none", "all"):
         print(f"{name:>5}: {result[f'{name}_tokens_per_s']:>10,.0f} tokens/s")
-    print(f"none/bare: {result['none_over_bare']:.3f} (target >= 0.97)")
-    print(f"all/none:  {result['all_over_none']:.3f} (target >= 0.97), trackers: {', '.join(result['trackers'])}")
+    for a, b in (("none", "bare"), ("all", "none")):
+        low, high = result[f"{a}_over_{b}_quartiles"]
+        print(f"{a + '/' + b + ':':<10} {result[f'{a}_over_{b}']:.3f} (target >= 0.97; half the rounds "
+              f"{low:.3f}-{high:.3f})")
+    print(f"trackers of all: {', '.join(result['trackers'])}; {result['rounds']} rounds of "
+          f"{result['steps_per_round']} steps")
 
 
 if __name__ == "__main__":
