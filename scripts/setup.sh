@@ -14,7 +14,7 @@ quiet_pip() {  # pip warns about every package missing from a local mirror; keep
   "${PIP[@]}" "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
 
-if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "setup: GPU found, installing a CUDA build of torch"
     quiet_pip torch
@@ -26,7 +26,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 
-if ! .venv/bin/python -c "import trackkit, wandb, tensorboard, deepspeed, tokenizers, matplotlib, pytest" 2>/dev/null \
+if ! .venv/bin/python -c "import trackkit, wandb, tensorboard, deepspeed, tokenizers, matplotlib, pytest" >/dev/null 2>&1 \
    || [ pyproject.toml -nt .venv/.trackkit-installed ]; then
   echo "setup: installing trackkit with all extras into .venv"
   quiet_pip -e ".[all]"
@@ -34,7 +34,7 @@ if ! .venv/bin/python -c "import trackkit, wandb, tensorboard, deepspeed, tokeni
 fi
 
 # The trackers in plugins/ are separate distributions, installed the way a user installs one.
-if [ "${WITH_PLUGINS:-0}" = 1 ] && ! .venv/bin/python -c "import trackkit_mlflow, trackkit_csv" 2>/dev/null; then
+if [ "${WITH_PLUGINS:-0}" = 1 ] && ! .venv/bin/python -c "import trackkit_mlflow, trackkit_csv" >/dev/null 2>&1; then
   echo "setup: installing the plugins in plugins/"
   quiet_pip -e plugins/trackkit-mlflow -e plugins/trackkit-csv
 fi
