@@ -19,6 +19,8 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 from throughput import ALL_TRACKERS, TrainerLoop, available
 
 # The loop's own thread, and the threads Python did not start: torch's intra-op pool.
@@ -42,7 +44,7 @@ def cpu_by_thread() -> dict[str, float]:
 
     for task_dir in Path("/proc/self/task").iterdir():
         add(names.get(int(task_dir.name), "native (torch)"), task_dir)
-    for pid in _children(os.getpid()):
+    for pid in (child.pid for child in psutil.Process().children(recursive=True)):
         try:
             name = Path(f"/proc/{pid}/comm").read_text().strip()
             tasks = list(Path(f"/proc/{pid}/task").iterdir())
@@ -51,21 +53,6 @@ def cpu_by_thread() -> dict[str, float]:
         for task_dir in tasks:
             add(f"process {name}", task_dir)
     return seconds
-
-
-def _children(pid: int) -> list[int]:
-    """Every descendant process of ``pid``."""
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        for task_dir in Path(f"/proc/{parent}/task").iterdir():
-            try:
-                kids = [int(k) for k in (task_dir / "children").read_text().split()]
-            except FileNotFoundError:
-                continue
-            found += kids
-            todo += kids
-    return found
 
 
 def measure(trackers: list[str], steps: int, warmup: int, seed: int) -> dict:
