@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import psutil
-
 from throughput import ALL_TRACKERS, TrainerLoop, available
 
 # The loop's own thread, and the threads Python did not start: torch's intra-op pool.

@@ -16,8 +16,9 @@ from __future__ import annotations
 import glob
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import torch
 
@@ -121,7 +122,7 @@ class CharTokenizer:
         self._index = {c: i for i, c in enumerate(chars)}
 
     @classmethod
-    def fit(cls, documents: list[str]) -> "CharTokenizer":
+    def fit(cls, documents: list[str]) -> CharTokenizer:
         alphabet = set(DOCUMENT_SEPARATOR)
         for doc in documents:
             alphabet.update(doc)
@@ -150,8 +151,9 @@ class BpeTokenizer:
         self.vocab_size = tokenizer.get_vocab_size()
 
     @classmethod
-    def fit(cls, documents: list[str], vocab_size: int) -> "BpeTokenizer":
-        from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
+    def fit(cls, documents: list[str], vocab_size: int) -> BpeTokenizer:
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
 
         tokenizer = HFTokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -82,7 +82,7 @@ def resolve(
     return config
 
 
-def for_run(cfg: "TrainConfig", device_type: str, world_size: int) -> dict[str, Any]:
+def for_run(cfg: TrainConfig, device_type: str, world_size: int) -> dict[str, Any]:
     """The config of a ``trackkit-train --deepspeed`` run on ``device_type`` ("cpu" or "cuda")."""
     if device_type not in ("cpu", "cuda"):
         raise InputError(f"DeepSpeed runs on CUDA GPUs or the CPU, not on {device_type}; use --device cpu")

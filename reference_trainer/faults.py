@@ -50,7 +50,7 @@ class StopSignals:
         self.received: signal.Signals | None = None  # the first signal, once one came
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
             self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
         return self

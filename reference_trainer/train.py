@@ -33,10 +33,19 @@ from . import checkpoint as ckpt
 from . import deepspeed_config, distributed
 from .config import TrainConfig
 from .data import (
-    BUILTIN_NAME, EpochBatches, Tokenizer, Windows, build_tokenizer, encode_corpus, read_corpus, split,
-    tokenizer_from_json, unigram_entropy,
+    BUILTIN_NAME,
+    EpochBatches,
+    Tokenizer,
+    Windows,
+    build_tokenizer,
+    encode_corpus,
+    read_corpus,
+    split,
+    tokenizer_from_json,
+    unigram_entropy,
 )
-from .deepspeed_engine import DeepSpeedEngine, init_distributed as init_deepspeed
+from .deepspeed_engine import DeepSpeedEngine
+from .deepspeed_engine import init_distributed as init_deepspeed
 from .engine import TorchEngine, pick_device
 from .errors import InputError
 from .faults import Diverged, Interrupted, StopSignals, say
@@ -129,7 +138,7 @@ class Trainer:
     def create(
         cls, cfg: TrainConfig, tracking: Tracking, *, signals: StopSignals | None = None,
         inject_nan_at: int | None = None,
-    ) -> "Trainer":
+    ) -> Trainer:
         """Check every input before anything is written, then start the trackkit run.
 
         What every process checks alike is checked before the processes first talk to each

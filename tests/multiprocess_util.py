@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN
 from trainer_util import SMALL_MODEL, events, train, write_corpus
 

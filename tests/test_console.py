@@ -4,8 +4,8 @@ import io
 import pytest
 
 import trackkit
-from trackkit.trackers.console import ConsoleTracker
 from trackkit.runinfo import RunInfo
+from trackkit.trackers.console import ConsoleTracker
 
 METRICS = {"train/loss": 4.2345, "train/perplexity": 68.45, "train/learning_rate": 8.5e-05,
            "train/epoch": 1, "train/batch": 125, "train/elapsed_time": 1.23}

@@ -11,15 +11,25 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN
 from multiprocess_util import (
-    ALL_TRACKERS, LAUNCH_TIMEOUT, PER_RANK_BATCH, SCHEDULE, assert_one_record, corpus, deepspeed_launcher, free_port,
-    launch, losses, model_args, reference,
+    ALL_TRACKERS,
+    LAUNCH_TIMEOUT,
+    PER_RANK_BATCH,
+    SCHEDULE,
+    assert_one_record,
+    corpus,
+    deepspeed_launcher,
+    free_port,
+    launch,
+    losses,
+    model_args,
+    reference,
 )
+from trainer_util import train
+
 from reference_trainer import deepspeed_config
 from reference_trainer.errors import InputError
-from trainer_util import train
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "deepspeed"

@@ -5,12 +5,21 @@ import json
 
 import pytest
 import torch
-
 from multiprocess_util import (
-    ALL_TRACKERS, PER_RANK_BATCH, SCHEDULE, assert_one_record, corpus, launch, losses, model_args, reference, torchrun,
+    ALL_TRACKERS,
+    PER_RANK_BATCH,
+    SCHEDULE,
+    assert_one_record,
+    corpus,
+    launch,
+    losses,
+    model_args,
+    reference,
+    torchrun,
 )
-from reference_trainer.data import EpochBatches, Windows
 from trainer_util import train
+
+from reference_trainer.data import EpochBatches, Windows
 
 __all__ = ["corpus", "reference"]  # fixtures
 

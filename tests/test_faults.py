@@ -17,15 +17,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
+from trainer_util import SMALL_MODEL, write_corpus
 
 from trackkit.record import read_events
 from trackkit.wandb_files import RunFile, run_files
-from trainer_util import SMALL_MODEL, write_corpus
 
 TESTS = Path(__file__).resolve().parent
 TRAINER = str(Path(sys.executable).parent / "trackkit-train")
@@ -47,7 +48,7 @@ SHORT = [*SMALL_MODEL, "--device", "cpu", "--log-interval", "2", "--eval-interva
 class TrainProcess:
     """``trackkit-train ARGS`` in its own process group, its output read line by line as it comes."""
 
-    started: list["TrainProcess"] = []
+    started: list[TrainProcess] = []
 
     def __init__(self, *args: Any):
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",

@@ -11,9 +11,9 @@ import time
 
 import pytest
 import torch
+import trackers_for_tests as t
 
 import trackkit
-import trackers_for_tests as t
 from trackkit.record import read_events
 
 

@@ -8,12 +8,11 @@ import subprocess
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import BIN
+from trainer_util import write_corpus
 
 from trackkit.cli import main as trackkit_cli
 from trackkit.record import read_events
-
-from conftest import BIN
-from trainer_util import write_corpus
 
 LEARNING_RATES = {"lr-small": 1e-3, "lr-large": 3e-3}
 # A model that trains a step in milliseconds, on a corpus short enough that 12 steps cross an

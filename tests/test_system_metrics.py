@@ -8,9 +8,9 @@ import time
 import click
 import psutil
 import pytest
+import trackers_for_tests
 from click.testing import CliRunner
 
-import trackers_for_tests
 import trackkit
 from trackkit.options import Tracking, tracker_options
 from trackkit.record import read_events

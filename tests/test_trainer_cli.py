@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from trainer_util import SMALL_MODEL, events, train, write_corpus
 
 DESIGN_KEYS = {

@@ -6,13 +6,19 @@ import math
 
 import pytest
 import torch
+from trainer_util import SMALL_MODEL, english, train
 
 from reference_trainer.data import (
-    EpochBatches, Windows, build_tokenizer, corpus_files, read_corpus, split, tokenizer_from_json,
+    EpochBatches,
+    Windows,
+    build_tokenizer,
+    corpus_files,
+    read_corpus,
+    split,
+    tokenizer_from_json,
     unigram_entropy,
 )
 from reference_trainer.errors import InputError
-from trainer_util import SMALL_MODEL, english, train
 
 CHINESE = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
 

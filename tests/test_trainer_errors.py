@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from trainer_util import SMALL_MODEL, train, write_corpus
 
 

@@ -4,11 +4,11 @@ Skipped where torch sees no GPU (the CPU machines CI runs on); run it on a GPU m
 """
 import pytest
 import torch
+from trainer_util import events
 
 from reference_trainer.config import TrainConfig
 from reference_trainer.train import Trainer
 from trackkit.options import Tracking
-from trainer_util import events
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

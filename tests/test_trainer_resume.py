@@ -6,11 +6,11 @@ import os
 
 import pytest
 import torch
+from trainer_util import SMALL_MODEL, events, train, write_corpus
 
 from reference_trainer import checkpoint as ckpt
 from reference_trainer.engine import TorchEngine
 from reference_trainer.model import GPT, GPTConfig
-from trainer_util import SMALL_MODEL, events, train, write_corpus
 
 TIMING = ("train/elapsed_time", "train/tokens_per_second")
 

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from trainer_util import SMALL_MODEL, write_corpus
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,8 +16,9 @@ What the layer guarantees to every tracker:
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pluggy
 

@@ -5,9 +5,10 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 import pluggy
 

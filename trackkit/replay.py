@@ -15,9 +15,9 @@ from typing import Any
 
 from .errors import TrackkitError
 from .plugins import plugin_manager, source_for
+from .record import EVENT_HOOKS, hook_call
 from .run import STATUSES
 from .runinfo import RunInfo
-from .record import EVENT_HOOKS, hook_call
 from .runs import final_metrics, load_run
 
 # Backends a run can be replayed into: DESIGN.md fixes the folder each writes in a run's home.

@@ -20,15 +20,16 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from . import hookspecs
 from .dispatch import Limits, TrackerWorker
 from .errors import TrackkitError
 from .metrics import checked, qualified
-from .record import RUN_FORMAT, scrub, read_run_json, run_json_path, write_json_atomic
 from .plugins import parse_names, plugin_manager, source_for
+from .record import RUN_FORMAT, read_run_json, run_json_path, scrub, write_json_atomic
 from .report import report
 from .runinfo import RunInfo
 from .system import SystemSampler
@@ -50,7 +51,7 @@ def start(
     limits: Limits | None = None,
     handle_signals: bool = True,
     system_metrics: float | None = None,
-) -> "Run":
+) -> Run:
     """Start a run and its trackers.
 
     ``trackers`` are entry-point names, ``package.module:Class`` paths, or ``"none"``.
@@ -236,7 +237,7 @@ class Run:
             return next(self._numbers) - self._numbers_drawn
 
     # -- context manager, Ctrl-C, SIGTERM, atexit ------------------------------------------
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

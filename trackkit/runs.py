@@ -9,9 +9,10 @@ import csv
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import TrackkitError
 from .record import read_events, read_run_json, record_dir

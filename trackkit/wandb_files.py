@@ -15,9 +15,10 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import TrackkitError
 

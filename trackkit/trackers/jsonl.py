@@ -17,6 +17,7 @@ from typing import Any
 from ..hookspecs import hookimpl
 from ..record import read_events, record_dir, write_json_atomic
 
+
 class JsonlTracker:
     @hookimpl
     def trackkit_start(self, run, config):

@@ -18,8 +18,9 @@ import importlib
 import os
 import socket
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any, BinaryIO
 
 import click
 

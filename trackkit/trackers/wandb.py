@@ -21,8 +21,9 @@ import re
 import secrets
 import string
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import click
 

@@ -6,8 +6,9 @@ import math
 from pathlib import Path
 
 import click
-import trackkit
 from click.testing import CliRunner
+
+import trackkit
 from trackkit.cli import main as trackkit_cli
 from trackkit.options import tracker_options
 

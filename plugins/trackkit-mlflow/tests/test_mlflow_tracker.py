@@ -11,14 +11,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import click
 import pytest
-import trackkit
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
+
+import trackkit
 from trackkit.cli import main as trackkit_cli
 from trackkit.options import tracker_options
 

@@ -25,11 +25,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 import click
+
 import trackkit
 
 __all__ = ["MlflowTracker"]
