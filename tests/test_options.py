@@ -74,6 +74,6 @@ def test_plugins_lists_built_ins_with_their_distribution():
     result = CliRunner().invoke(trackkit_cli, ["plugins"])
     assert result.exit_code == 0
     rows = {line.split()[0]: line.split() for line in result.output.splitlines()[1:]}
-    assert rows["console"][1:3] == ["trackkit", "0.1.0"]
+    assert rows["console"][1:3] == ["trackkit", "0.2.0"]
     assert rows["jsonl"][3] == "trackkit.trackers.jsonl:JsonlTracker"
     assert rows["jsonl"][4] == "ok"

@@ -13,6 +13,6 @@ from .namespaces import Namespace
 from .run import NullRun, Run, start
 from .runinfo import RunInfo
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["Limits", "Namespace", "NullRun", "Run", "RunInfo", "TrackkitError", "hookimpl", "hookspec", "perplexity",
            "start"]

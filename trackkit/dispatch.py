@@ -271,9 +271,9 @@ class TrackerWorker:
         """Try the tracker again: its start, its flush, then what it missed in order, until ``deadline``."""
         if not self._started and not self._try_start():
             return
+        replayed = len(self._unflushed)
         if not self._flush():
             return
-        replayed = 0
         while (record := self._backlog.peek()) is not None:
             if deadline is not None and time.monotonic() > deadline:
                 break  # go on next round, at once: the queue must keep moving meanwhile

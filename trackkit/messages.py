@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import locale
 import os
+from typing import Any
 
 LANGUAGES = ("en", "zh")
 ENV_LANG = "TRACKKIT_CONSOLE_LANG"
@@ -21,7 +22,7 @@ LABELS = {
            "learning_rate": "学习率", "elapsed_time": "用时"},
 }
 
-TEXT = {
+TEXT: dict[str, dict[str, Any]] = {
     "en": {
         "eval_header": "--- Evaluation at step {step} ---",
         "eval_done": "Evaluation done - avg loss: {loss:.4f}, perplexity: {ppl:.2f}",

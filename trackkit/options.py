@@ -13,15 +13,17 @@ attribute (a list of ``click.Option``), each also with its ``--a_b`` spelling.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
 from . import messages
+from .dispatch import Limits
 from .errors import TrackkitError
 from .plugins import TrackerSource, discovered, parse_names
 from .report import report
@@ -45,12 +47,14 @@ class Tracking:
     trackers: list[str]
     options: dict[str, Any] = field(default_factory=dict)
     system_metrics: float | None = None  # seconds between samples of system/ metrics
+    buffer_size: int = Limits.buffer_size  # records a failing tracker keeps in memory
 
-    def start(self, options: dict[str, Any] | None = None, **kwargs: Any) -> Run:
+    def start(self, options: dict[str, Any] | None = None, limits: Limits | None = None, **kwargs: Any) -> Run:
         """``trackkit.start`` with these trackers and options (``options`` given here win); kwargs as
         ``trackkit.start``."""
+        limits = dataclasses.replace(limits or Limits(), buffer_size=self.buffer_size)
         try:
-            return start(self.trackers, options={**self.options, **(options or {})},
+            return start(self.trackers, options={**self.options, **(options or {})}, limits=limits,
                          system_metrics=self.system_metrics, **kwargs)
         except TrackkitError as exc:
             raise OneLineError(str(exc)) from None
@@ -65,11 +69,18 @@ def layer_options(default: tuple[str, ...]) -> list[click.Option]:
             f"(default: ${ENV_TRACKERS} or {','.join(default)}). See `trackkit plugins`.",
         ),
         click.Option(["--offline"], is_flag=True, default=None,
-                     help=f"Keep every backend off the network (also ${ENV_OFFLINE}=1; WANDB_MODE=offline is wandb's alone)."),
+                     help=f"Keep every backend off the network (also ${ENV_OFFLINE}=1; "
+                          "WANDB_MODE=offline is wandb's alone)."),
         click.Option(["--use_wandb", "--use-wandb", "use_wandb"], is_flag=True, help="Same as adding --tracker wandb."),
         click.Option(
             ["--system-metrics", "--system_metrics", "system_metrics"], type=click.FloatRange(min=0, min_open=True),
             metavar="SECONDS", help="Sample CPU, memory, disk, network and GPU every SECONDS into system/ metrics.",
+        ),
+        click.Option(
+            ["--tracker-buffer", "--tracker_buffer", "tracker_buffer"], type=click.IntRange(min=1),
+            default=Limits.buffer_size, show_default=True, metavar="RECORDS",
+            help="Records a tracker whose backend is down keeps in memory until it catches up; older ones "
+                 "are read back from the local record (jsonl tracker), or lost without one.",
         ),
         click.Option(
             ["--console-lang", "--console_lang", "console_lang"], type=click.Choice(messages.LANGUAGES), default=None,
@@ -84,7 +95,7 @@ def layer_options(default: tuple[str, ...]) -> list[click.Option]:
     ]
 
 
-def contributed_options(taken: set[str] = frozenset()) -> tuple[list[click.Option], list[str]]:
+def contributed_options(taken: Collection[str] = ()) -> tuple[list[click.Option], list[str]]:
     """Options declared by installed trackers, with ``--a_b`` spellings; and one line per clash.
 
     Two trackers declaring one option name (or a name trackkit uses) clash: the first keeps it,
@@ -156,7 +167,8 @@ def selection(chosen: dict[str, Any], default: tuple[str, ...]) -> Tracking:
     except TrackkitError as exc:
         raise OneLineError(str(exc)) from None
     system_metrics = chosen.pop("system_metrics", None)  # for start(), not for the trackers
-    return Tracking(names, chosen, system_metrics)
+    buffer_size = chosen.pop("tracker_buffer", None) or Limits.buffer_size
+    return Tracking(names, chosen, system_metrics, buffer_size)
 
 
 def env_flag(name: str) -> bool:

@@ -20,7 +20,7 @@ NONE = "none"
 class TrackerSource:
     name: str
     target: str  # "package.module:Class"
-    distribution: str  # "trackkit 0.1.0", or "(by path)" for module:Class
+    distribution: str  # "trackkit 0.2.0", or "(by path)" for module:Class
 
     def load(self) -> type:
         module_name, _, attr = self.target.partition(":")
@@ -73,7 +73,7 @@ class TrackerSource:
 @lru_cache(maxsize=1)
 def discovered() -> dict[str, TrackerSource]:
     """Every tracker installed in the entry-point group, by the name users pass to --tracker."""
-    found = {}
+    found: dict[str, TrackerSource] = {}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
         found.setdefault(ep.name, TrackerSource(ep.name, ep.value, dist))

@@ -20,6 +20,7 @@ from .dispatch import Tracker, plugin_manager_for
 from .errors import TrackkitError
 from .plugins import source_for
 from .record import (
+    MASK,
     Artifact,
     from_event,
     metrics_path,

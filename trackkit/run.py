@@ -105,7 +105,7 @@ class Run:
         shutil.rmtree(self._staging, ignore_errors=True)  # what a killed process left
         self._holders: dict[int, int] = {}  # artifact record -> trackers that still need its staged copy
         self._holders_lock = threading.Lock()
-        self.last_train_step = self.info.resumed_from_step or 0
+        self.last_train_step = self._last_step = self.info.resumed_from_step or 0
         self.summary: dict[str, Any] = {"final": {}, "artifacts": {}}
         self._finish_lock = threading.Lock()
         self.status: str | None = None
@@ -133,15 +133,17 @@ class Run:
         """Metrics of a training step (``loss`` becomes ``train/loss``) at the global optimizer step."""
         step = step if type(step) is int and step >= 0 else checked_step(step)
         self._record(Record(0, TRAIN, checked("train", metrics), step, time.time()))
-        self.last_train_step = step
+        self.last_train_step = self._last_step = step
 
     def log_eval(self, metrics: Mapping[str, Any], step: int) -> None:
         """Metrics of an evaluation at the global step it was made."""
-        self._record(Record(0, EVAL, checked("eval", metrics), checked_step(step), time.time()))
+        self._last_step = checked_step(step)
+        self._record(Record(0, EVAL, checked("eval", metrics), self._last_step, time.time()))
 
     def log_epoch(self, metrics: Mapping[str, Any], epoch: int, step: int) -> None:
         """Metrics of a finished epoch (counting from 1) at the global step it ended at."""
-        self._record(Record(0, EPOCH, checked("epoch", metrics), checked_step(step), time.time(),
+        self._last_step = checked_step(step)
+        self._record(Record(0, EPOCH, checked("epoch", metrics), self._last_step, time.time(),
                             checked_step(epoch, "epoch")))
 
     def log_final(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -159,32 +161,32 @@ class Run:
 
     def log_artifact(self, path: str | os.PathLike, name: str | None = None, kind: str = "file",
                      metadata: Mapping[str, Any] | None = None, step: int | None = None) -> None:
-        """A file or folder worth keeping (``kind="model"`` for a checkpoint), at ``step`` (default: the last
-        training step logged). Trackers may get to it seconds later: a hard-linked copy outlives its deletion."""
+        """A file or folder worth keeping (``kind="model"`` for a checkpoint), at ``step`` (default: the step
+        of the last record logged). Trackers may get to it seconds later: a hard-linked copy outlives its deletion."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"artifact {str(path)!r} does not exist")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
-        step = self.last_train_step if step is None else checked_step(step)
+        step = self._last_step if step is None else checked_step(step)
         artifact = Artifact(0, path.resolve(), name or path.name, str(kind), scrub(dict(metadata or {})), step,
                             time.time())
         self.summary["artifacts"][artifact.name] = artifact.summary()
-        self._record(artifact, stage=True)
+        self._record(artifact)
 
-    def _record(self, record: Record | Artifact, stage: bool = False) -> None:
+    def _record(self, record: Record | Artifact) -> None:
         """Number ``record`` and queue it for every tracker."""
         if self.status is not None:
             raise RuntimeError(f"run {self.info.name!r} is already finished ({self.status})")
         record.seq = seq = next(self._numbers)
-        if seq % self._check_every and not stage:
+        if seq % self._check_every and type(record) is Record:  # an artifact is staged, below
             for enqueue in self._enqueues:
                 enqueue(record)
             return
-        if stage:
-            record.staged = self._stage(record)  # type: ignore[union-attr]
+        if isinstance(record, Artifact):
+            record.staged = self._stage(record)
         taken = sum(worker.put(record) for worker in self._workers)  # waits for room; a stalled one notes it
-        if stage and record.staged is not None:  # type: ignore[union-attr]
+        if isinstance(record, Artifact) and record.staged is not None:
             with self._holders_lock:
                 self._holders[seq] = taken
             if not taken:

@@ -59,7 +59,7 @@ def read_records(path: str | Path) -> Iterator[Any]:
         else:
             return
         if kind in (_FULL, _LAST):
-            record = wandb_internal_pb2.Record()
+            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]
             record.ParseFromString(b"".join(pieces))
             pieces = []
             yield record

@@ -56,6 +56,7 @@ class JsonlTracker:
     def trackkit_flush(self) -> None:
         # One write per round. On a failure (a full disk) what the write got onto the disk is cut
         # back, so that no line is torn or doubled, and the lines stay here for the next flush.
+        assert self.fd is not None, "flushed before the start"
         data = memoryview("".join(self.lines).encode("utf-8"))
         good = os.lseek(self.fd, 0, os.SEEK_END)
         try:

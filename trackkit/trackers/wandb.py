@@ -98,7 +98,7 @@ class WandbTracker:
         self.disabled = mode == "disabled"
         self.offline = offline if offline is not None else mode in ("offline", "dryrun")
         self.backend_timeout = backend_timeout
-        self.wb = None  # the wandb Run, once started
+        self.wb: Any = None  # the wandb Run, once started
         self.axes: dict[str, str] = {}  # namespace -> its step axis, defined in wandb so far
         self.held: dict[str, float] = {}  # step axis -> the last value wandb already holds (resume)
         self.row = 0  # wandb's _step for the next row

@@ -25,7 +25,7 @@ def rows(path: Path) -> list[tuple[str, str, str]]:
 def test_trackkit_plugins_lists_csv_with_its_distribution() -> None:
     result = CliRunner().invoke(trackkit_cli, ["plugins"])
     row = next(line.split() for line in result.output.splitlines() if line.startswith("csv "))
-    assert row == ["csv", "trackkit-csv", "0.1.0", "trackkit_csv:CsvTracker", "ok"]
+    assert row == ["csv", "trackkit-csv", "0.2.0", "trackkit_csv:CsvTracker", "ok"]
 
 
 def test_every_logged_value_is_a_row(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ def test_trackkit_plugins_lists_mlflow_with_its_distribution() -> None:
     result = CliRunner().invoke(trackkit_cli, ["plugins"])
     assert result.exit_code == 0, result.output
     row = next(line.split() for line in result.output.splitlines() if line.startswith("mlflow "))
-    assert row == ["mlflow", "trackkit-mlflow", "0.1.0", "trackkit_mlflow:MlflowTracker", "ok"]
+    assert row == ["mlflow", "trackkit-mlflow", "0.2.0", "trackkit_mlflow:MlflowTracker", "ok"]
 
 
 def test_options_appear_in_help_and_reach_the_tracker() -> None:
