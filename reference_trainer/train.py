@@ -200,6 +200,7 @@ class Trainer:
 
         run = tracking.start(  # on ranks other than 0, a run that does nothing
             output_dir=cfg.output_dir,
+            options=console_line(cfg, batches),
             # One project name for every backend: the wandb project's (its default is the seed's).
             project=tracking.options.get("wandb_project") or os.environ.get("WANDB_PROJECT") or "gpt-pretrain",
             config=_tracked_config(cfg, model_cfg, engine, batches, len(train_tokens), len(val_tokens), ds_config),
@@ -524,6 +525,13 @@ def _tracked_config(cfg, model_cfg, engine, batches, train_tokens, val_tokens, d
     if ds_config is not None:
         config.update(deepspeed_config.summary(ds_config))
     return config
+
+
+def console_line(cfg: TrainConfig, batches: EpochBatches) -> dict[str, Any]:
+    """The guide's console line: epoch and batch out of their totals, loss, perplexity, lr, time per step."""
+    return {"console_fields": ["epoch", "batch", "loss", "perplexity", "learning_rate", "elapsed_time"],
+            "console_totals": {"epoch": math.ceil(total_steps(cfg, batches) / batches.steps_per_epoch),
+                               "batch": batches.steps_per_epoch}}
 
 
 def _loss_to_json(loss: float) -> float | None:

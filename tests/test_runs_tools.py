@@ -88,7 +88,7 @@ def test_show_gives_config_final_metrics_last_values_and_the_best_checkpoint(run
     assert lines["best eval perplexity"] == [f"{recorded_best(run_dir):.4g}"]
     last_train = [e for e in events(run_dir) if e["event"] == "train"][-1]
     assert lines["train/loss"] == ["step 12", f"{last_train['metrics']['train/loss']:.4g}"]
-    assert lines["final/total_steps"] == ["12"]
+    assert lines["final/total_steps"] == ["step 12", "12"]
     assert lines["trackers"][0].startswith("jsonl (ok, ")
 
 
@@ -200,14 +200,9 @@ def tensorboard_scalars(folder):
 def expected_scalars(run_dir):
     """What the record says TensorBoard should hold: (step, float32 value) per tag."""
     expected = {}
-    last_step = 0
     for event in events(run_dir):
-        if "metrics" not in event:
-            continue
-        step = event.get("epoch") if event["event"] == "epoch" else event.get("step", last_step)
-        last_step = max(last_step, event.get("step") or 0)
-        for key, value in event["metrics"].items():
-            expected.setdefault(key, []).append((step, float(np.float32(value))))
+        for key, value in event.get("metrics", {}).items():  # every namespace at the global step
+            expected.setdefault(key, []).append((event["step"], float(np.float32(value))))
     return expected
 
 
@@ -219,8 +214,9 @@ def test_sync_to_tensorboard_replays_every_scalar_at_its_step(run_copy):
     assert {tag: scalars[tag] for tag in expected} == expected
     assert {"train/loss", "eval/perplexity", "epoch/val_loss", "system/cpu_percent", "final/best_perplexity"} <= set(expected)
 
-    again = cli("sync", run_copy, "--to", "tensorboard")  # would duplicate every step
-    assert_one_line_error(again, "tensorboard already exists")
+    again = cli("sync", run_copy, "--to", "tensorboard")  # sends only what TensorBoard lacks: nothing
+    assert again.exit_code == 0, again.output
+    assert tensorboard_scalars(run_copy / "tensorboard") == scalars
 
 
 def test_sync_to_wandb_makes_an_offline_run_with_the_recorded_history(run_copy):
@@ -235,10 +231,9 @@ def test_sync_to_wandb_makes_an_offline_run_with_the_recorded_history(run_copy):
     run_file = read_run_file(path)
     assert f"(wandb run {run_file.run_id})" in done.stdout
     # the wandb tracker plots each namespace against its own step axis (trackkit/trackers/wandb.py)
-    axes = {"train": "train/step", "eval": "eval/step", "epoch": "epoch/number", "system": "system/step"}
     expected = [
-        {**e["metrics"], axes[e.get("namespace") or e["event"]]: e["epoch"] if e["event"] == "epoch" else e["step"]}
-        for e in events(run_copy) if e["event"] in ("train", "eval", "epoch", "metrics")
+        {**e["metrics"], f"{e.get('namespace') or e['event']}/step": e["step"]}
+        for e in events(run_copy) if e["event"] in ("train", "eval", "epoch", "final", "metrics")
     ]
     assert [{k: v for k, v in row.items() if not k.startswith("_")} for row in run_file.history] == expected
     final = next(e["metrics"] for e in events(run_copy) if e["event"] == "final")

@@ -107,7 +107,7 @@ class Tracker:
 class TrackerWorker:
     def __init__(self, name: str, pm: pluggy.PluginManager, start: dict[str, Any], limits: Limits,
                  local_record: Path | None, on_done: Callable[[Record | Artifact], None],
-                 on_started: Callable[[], None], nonfinite: NonFinite):
+                 on_started: Callable[[], None], nonfinite: NonFinite | None):
         self.name = name
         self._tracker = Tracker(name, pm)
         self._hook = pm.hook
@@ -115,7 +115,7 @@ class TrackerWorker:
         self._limits = limits
         self._on_done = on_done  # the record is delivered or given up on by this tracker (frees staged files)
         self._on_started = on_started  # trackkit_start returned: the backend ids it set are worth saving
-        self._nonfinite = nonfinite
+        self._nonfinite = nonfinite  # this worker says which values are NaN or inf (one worker does)
         self._flushes = self._tracker.flushes
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self.enqueue = self._queue.put  # put() without its checks, for callers that make them now and then
@@ -225,7 +225,10 @@ class TrackerWorker:
             if isinstance(item, Marker):
                 if self._answer(item):
                     return True
-            elif self.state == "ok":
+                continue
+            if self._nonfinite is not None and isinstance(item, Record):
+                self._look_at(item)
+            if self.state == "ok":
                 self._deliver(item)
             else:
                 self._backlog.add(item)
@@ -308,8 +311,6 @@ class TrackerWorker:
 
     # -- worker thread: calling the tracker -------------------------------------------------------
     def _deliver(self, record: Record | Artifact, retry: bool = False) -> bool:
-        if isinstance(record, Record):
-            self._call(self._nonfinite.look_at, lambda: {"record": record})  # reads tensors: it may raise
         call = self._tracker.call_for(record)
         ok = call is None or self._call(*call)
         if not ok:
@@ -323,6 +324,12 @@ class TrackerWorker:
             self.delivered += 1
             self._on_done(record)
         return True
+
+    def _look_at(self, record: Record) -> None:
+        try:
+            self._nonfinite.look_at(record)  # type: ignore[union-attr]
+        except Exception as exc:  # reading a tensor can fail (a device error): the tracker's hook will say so
+            report(f"cannot read the values of record {record.seq}: {type(exc).__name__}: {_first_line(exc)}")
 
     def _try_start(self) -> bool:
         self._started = self._call(self._hook.trackkit_start, self._start)

@@ -30,11 +30,16 @@ def checked(namespace: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
         valid = _VALID_NAMES.setdefault(namespace, set())
     if valid >= metrics.keys() and _PLAIN_NUMBERS.issuperset(map(type, metrics.values())):
         return dict(metrics)
-    out = {}
+    out, seen = {}, set()
     for key, value in metrics.items():
         full = full_name(namespace, key)  # raises for a name that is not one
+        if full in seen:
+            raise ValueError(f"metric {full!r} is given twice (as {namespace}/name and as name)")
+        seen.add(full)
         out[key] = value if type(value) in _PLAIN_NUMBERS else _checked_value(full, value)
-        if len(valid) < 10_000:  # a loop that invents new names every step gets no cache, not a leak
+        # Only names without their namespace are remembered: a dict holding both "loss" and
+        # "train/loss" then always takes this path, where it is refused.
+        if len(valid) < 10_000 and "/" not in key:  # a loop inventing names every step gets no cache, not a leak
             valid.add(key)
     return out
 
@@ -98,17 +103,16 @@ def nonfinite(metrics: Mapping[str, float | int]) -> list[str]:
 
 
 class NonFinite:
-    """Says once per metric, for the whole run, that it was NaN or inf (it is recorded as it is)."""
+    """Says once per metric, for the whole run, that it was NaN or inf (it is recorded as it is).
+
+    One tracker's worker looks at every record, in the order logged, so the step named is the first.
+    """
 
     def __init__(self, report: Any):
         self._report = report
         self._flagged: set[str] = set()
 
     def look_at(self, record: Any) -> None:
-        """Check a record's values, once per record whichever tracker thread gets to it first."""
-        if record.looked_at:
-            return
-        record.looked_at = True
         metrics = record.ready()
         for key in nonfinite(metrics):
             if key not in self._flagged:

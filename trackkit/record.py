@@ -47,14 +47,13 @@ class Record:
     that asks (reading a tensor may wait for the device; never on the training thread).
     """
 
-    __slots__ = ("seq", "namespace", "metrics", "step", "timestamp", "epoch", "_ready", "looked_at")
+    __slots__ = ("seq", "namespace", "metrics", "step", "timestamp", "epoch", "_ready")
 
     def __init__(self, seq: int, ns: Namespace, metrics: dict[str, Any], step: int, timestamp: float,
                  epoch: int | None = None):
         self.seq, self.namespace, self.metrics = seq, ns, metrics
         self.step, self.timestamp, self.epoch = step, timestamp, epoch
         self._ready: dict[str, float | int] | None = None
-        self.looked_at = False  # whether its values were checked for NaN and inf (metrics.NonFinite)
 
     def ready(self) -> dict[str, float | int]:
         # Two threads may compute it at once; both get the same numbers, one of them is kept.

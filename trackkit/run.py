@@ -115,8 +115,8 @@ class Run:
         nonfinite = NonFinite(report)
         self._workers = [
             TrackerWorker(n, pm, start_kwargs, limits, None if n == recorder else local_record,
-                          self._done, self._save_backend_ids, nonfinite)
-            for n, pm in managers.items()
+                          self._done, self._save_backend_ids, nonfinite if i == 0 else None)
+            for i, (n, pm) in enumerate(managers.items())
         ]
         # Between two looks at the trackers' queues and states, a record goes straight into every
         # tracker's queue that is not stalled: one C call each, which keeps a log call near a microsecond.
