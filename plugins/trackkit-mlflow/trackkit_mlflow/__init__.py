@@ -99,6 +99,7 @@ class MlflowTracker:
         self.run_id: str | None = None
         self.held: dict[str, int] = {}  # metric -> the last step the MLflow run held when this process began
         self.points: list[Any] = []  # metric points gathered since the last flush that sent them
+        self.run_tags: list[Any] = []  # tags to send with the next points (which artifact is the best)
         self.artifacts: list[tuple[Path, str, str, dict[str, Any]]] = []  # (path, name, kind, metadata) to upload
 
     # -- start -----------------------------------------------------------------------------
@@ -145,12 +146,12 @@ class MlflowTracker:
     def _send_params_and_tags(self, params: Mapping[str, str], tags: Mapping[str, str]) -> None:
         from mlflow.entities import Param, RunTag
 
-        items = list(params.items())
-        for start in range(0, len(items), PARAMS_PER_REQUEST):
-            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in items[start:start + PARAMS_PER_REQUEST]])
-        items = list(tags.items())
-        for start in range(0, len(items), TAGS_PER_REQUEST):
-            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in items[start:start + TAGS_PER_REQUEST]])
+        params_left = [Param(k, v) for k, v in params.items()]
+        tags_left = [RunTag(k, v) for k, v in tags.items()]
+        while params_left or tags_left:  # both in one request, as many of each as a request takes
+            self.client.log_batch(self.run_id, params=params_left[:PARAMS_PER_REQUEST],
+                                  tags=tags_left[:TAGS_PER_REQUEST])
+            del params_left[:PARAMS_PER_REQUEST], tags_left[:TAGS_PER_REQUEST]
 
     def _reopen(self, run_id: str | None) -> Any:
         """The MLflow run to continue, or None (and a notice) where this store does not hold it."""
@@ -194,22 +195,25 @@ class MlflowTracker:
     def trackkit_flush(self) -> None:
         # What went out is dropped from the lists before the next request: a request that fails
         # raises with the rest still here, and the layer's next flush sends only that.
-        while self.points:
-            batch = self.points[:METRICS_PER_REQUEST]
-            self.client.log_batch(self.run_id, metrics=batch)
-            del self.points[:len(batch)]
         while self.artifacts:
             self._upload(*self.artifacts[0])
             del self.artifacts[0]
+        while self.points or self.run_tags:
+            metrics, tags = self.points[:METRICS_PER_REQUEST - TAGS_PER_REQUEST], self.run_tags[:TAGS_PER_REQUEST]
+            self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
+            del self.points[:len(metrics)], self.run_tags[:len(tags)]
 
     def _upload(self, path: Path, name: str, kind: str, metadata: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
         if path.is_dir():
             self.client.log_artifacts(self.run_id, str(path), artifact_path=f"{kind}/{name}")
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path=kind)
-        # The latest artifact of each name (the best checkpoint so far) with its step and metrics, at a glance.
+        # The latest artifact of each name (the best checkpoint so far) with its step and metrics, at a
+        # glance; it goes with the next points.
         described = json.dumps({"kind": kind, "file": path.name, **metadata}, default=str)
-        self.client.set_tag(self.run_id, f"trackkit.artifact.{name}", described)
+        self.run_tags.append(RunTag(f"trackkit.artifact.{name}", described))
 
     @trackkit.hookimpl
     def trackkit_finish(self, status: str) -> None:
