@@ -1,4 +1,6 @@
+import errno
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,3 +31,31 @@ def _english_unless_asked():
     messages.set_lang(None)
     yield
     messages.set_lang(None)
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 1 MiB tmpfs: filling it makes writes fail even for root, even to files already open."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                                 capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.skip("no mount command here to make a small filesystem that can be filled")
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "--lazy", str(folder)], check=True)  # lazy: even if a failed test's trainer holds it
+
+
+def fill(folder: Path) -> None:
+    """Take every free byte of the filesystem ``folder`` is on (``folder / "filler"``)."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(1 << 16))
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)

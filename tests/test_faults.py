@@ -7,7 +7,6 @@ files (trackkit.wandb_files).
 """
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import fill
 from trainer_util import SMALL_MODEL, write_corpus
 
 from trackkit.record import read_events
@@ -326,34 +326,6 @@ def test_a_tracker_that_fails_mid_run_is_switched_off_and_named_with_what_it_los
     assert "tracker 'failafter' did not get" in proc.stderr and "--to trackers_for_tests:FailAfter" in proc.stderr
     assert_complete(out, "console", "jsonl", "tensorboard", "wandb")
     print(f"failing tracker: 10 delivered, {lost} lost of {len(records(out))} records")
-
-
-def fill(folder: Path) -> None:
-    """Take every free byte of the filesystem ``folder`` is on."""
-    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, bytes(1 << 16))
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-
-
-@pytest.fixture
-def small_filesystem(tmp_path):
-    """A 1 MiB tmpfs: filling it makes writes fail even for root, even to files already open."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-                                 capture_output=True, text=True)
-    except FileNotFoundError:
-        pytest.skip("no mount command here to make a small filesystem that can be filled")
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr.strip()}")
-    yield folder
-    subprocess.run(["umount", "--lazy", str(folder)], check=True)  # lazy: even if a failed test's trainer holds it
 
 
 def test_a_full_disk_under_tensorboard_switches_it_off_and_the_run_says_what_it_lost(tmp_path, data, small_filesystem):

@@ -232,3 +232,29 @@ def test_threads_still_alive_after_finish_do_not_block_the_next_run(tmp_path):
         log(run, range(1, 4))
     time.sleep(0.3)
     assert not [th for th in threading.enumerate() if th.name == "trackkit-flakyfile"]
+
+
+def test_a_disk_that_fills_and_frees_space_again_costs_tensorboard_nothing(tmp_path, small_filesystem, capfd):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from conftest import fill
+
+    options = {"tensorboard_dir": str(small_filesystem)}
+    with trackkit.start(["jsonl", "tensorboard"], output_dir=tmp_path, options=options,
+                        limits=trackkit.Limits(**QUICK)) as run:
+        log(run, range(1, 11))
+        run.flush()
+        fill(small_filesystem)
+        log(run, range(11, 400))  # about 40 KiB of events that do not fit
+        run.flush()
+        (small_filesystem / "filler").unlink()  # space again
+        log(run, range(400, 411))
+        wait_until(lambda: all(worker.state == "ok" for worker in run._workers))
+    board = EventAccumulator(str(small_filesystem), size_guidance={"scalars": 0})
+    board.Reload()
+    steps = [e.step for e in board.Scalars("train/loss")]
+    assert steps == list(range(1, 411))  # every step once, in order: nothing lost, nothing twice
+    assert run.summary["trackers"]["tensorboard"] == {"state": "ok", "delivered": 410, "lost": 0}
+    err = capfd.readouterr().err
+    assert "tracker 'tensorboard' failed in trackkit_flush: OSError: [Errno 28] No space left on device" in err
+    assert "tracker 'tensorboard' answers again" in err
