@@ -140,3 +140,23 @@ def test_on_a_terminal_the_bar_stays_below_the_lines_and_leaves_before_the_summa
     console.trackkit_finish("success", {"final": {}, "trackers": {}})
     tail = out.getvalue()[start:]
     assert tail.endswith("Run demo finished: success\n") and "%" not in tail.split("step      3")[1]
+
+
+def test_every_line_trackkit_prints_is_chinese_with_console_lang_zh(tmp_path, capfd):
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"w")
+    options = {"console_lang": "zh", **GUIDE_LINE}
+    with trackkit.start(["console", "jsonl", "trackers_for_tests:Failing"], output_dir=tmp_path / "run",
+                        options=options) as run:
+        run.log_train({"loss": float("nan"), "epoch": 1, "batch": 2}, step=2)
+        run.log_artifact(checkpoint, name="best", kind="model")
+        run.log_final({"best_perplexity": 3.5})
+    out, err = capfd.readouterr()
+    assert "已保存 model best: " in out and "运行 run 结束: 成功" in out and "  记录器 failing: 失败, 已送达 0, 丢失 3" in out
+    assert "trackkit: train/loss 在第 2 步为 nan; 按原值记录 (此后它的非有限值不再提示)" in err
+    assert "trackkit: 记录器 'failing' 在 trackkit_log_train 中出错: RuntimeError: backend down at step 2" in err
+    assert "trackkit: 记录器 'failing' 缺少本次运行的 3 条记录; 之后可用此命令补上: trackkit sync" in err
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    english = [line for line in lines if not any("\u4e00" <= c <= "\u9fff" for c in line)]
+    # What is not Chinese is a value (the final metrics' table), never a sentence or a notice.
+    assert english == ["  final/best_perplexity  3.5000"], english

@@ -77,7 +77,7 @@ def list_runs(directory: str) -> None:
         try:
             found.append(records.load_run(path))
         except TrackkitError as exc:
-            report(f"skipped: {exc}")
+            report("skipped_run", error=exc)
     if not found:
         raise OneLineError(f"no readable trackkit runs under {directory} (a run is a folder with trackkit/run.json)")
     found.sort(key=lambda run: run.info.get("started_at") or 0)
@@ -208,8 +208,7 @@ def sync(run_dir: str, target: str | None, **options: Any) -> None:
         raise SystemExit(upload_wandb_offline(run_dir))
     result = replay(run_dir, target, options)
     if result.skipped:  # typically the best checkpoints of earlier steps, rotated away since
-        more = f" and {len(result.skipped) - 1} more like it" if len(result.skipped) > 1 else ""
-        report(f"not sent: {result.skipped[-1]}{more}")
+        report("not_sent", what=result.skipped[-1], more=len(result.skipped) - 1)
     ids = "".join(f" ({name} run {backend_id})" for name, backend_id in result.backend_ids.items()
                   if name == result.target)
     click.echo(f"sent {result.records} records of {run_dir} to {result.target}{ids}; "

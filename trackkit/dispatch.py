@@ -164,8 +164,7 @@ class TrackerWorker:
         while self.pending >= self._limits.queue_size:
             if time.monotonic() > deadline and self.state != "stalled":
                 self.state = "stalled"
-                report(f"tracker {self.name!r} has not taken a record for {self._limits.stall_timeout:.0f}s with "
-                       f"{self.pending} waiting; the run goes on without it until it answers again")
+                report("stalled", name=self.name, seconds=self._limits.stall_timeout, waiting=self.pending)
             if self.state == "stalled":
                 return False
             time.sleep(0.001)
@@ -295,7 +294,7 @@ class TrackerWorker:
         self._next_probe = 0.0  # not waiting: the rest is replayed next round
         if self._backlog.peek() is None:
             self.state, self._backoff, self._reported = "ok", self._limits.probe_backoff[0], False
-            report(f"tracker {self.name!r} answers again; it caught up on {replayed} records it missed")
+            report("caught_up", name=self.name, count=replayed)
 
     def _give_up_on(self, record: Record | Artifact) -> bool:
         """Drop a record the backend keeps refusing while its flushes work (a bad value, not an outage)."""
@@ -306,7 +305,7 @@ class TrackerWorker:
         self._backlog.lost += 1
         self._on_done(record)
         self._attempts = 0
-        report(f"tracker {self.name!r} refused record {record.seq} {self._limits.max_failures} times; it is skipped")
+        report("refused", name=self.name, seq=record.seq, times=self._limits.max_failures)
         return True
 
     # -- worker thread: calling the tracker -------------------------------------------------------
@@ -329,7 +328,7 @@ class TrackerWorker:
         try:
             self._nonfinite.look_at(record)  # type: ignore[union-attr]
         except Exception as exc:  # reading a tensor can fail (a device error): the tracker's hook will say so
-            report(f"cannot read the values of record {record.seq}: {type(exc).__name__}: {_first_line(exc)}")
+            report("unreadable", seq=record.seq, error=f"{type(exc).__name__}: {_first_line(exc)}")
 
     def _try_start(self) -> bool:
         self._started = self._call(self._hook.trackkit_start, self._start)
@@ -357,8 +356,7 @@ class TrackerWorker:
         except Exception as exc:  # a tracker's bug or its backend's outage must never reach the training loop
             if not self._reported:
                 self._reported = True
-                report(f"tracker {self.name!r} failed in {caller.name}: {type(exc).__name__}: {_first_line(exc)} "
-                       "(the run goes on; it gets what it missed once it answers again)")
+                report("failed", name=self.name, hook=caller.name, error=f"{type(exc).__name__}: {_first_line(exc)}")
             return False
         return True
 

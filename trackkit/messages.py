@@ -77,3 +77,80 @@ def set_lang(lang: str | None) -> None:
 
 def lang() -> str:
     return _chosen or default_lang()
+
+
+# The layer's notices (report.py writes them to stderr as "trackkit: <text>"), by key.
+NOTICES: dict[str, dict[str, str]] = {
+    "failed": {
+        "en": "tracker {name!r} failed in {hook}: {error} (the run goes on; it gets what it missed once it answers "
+              "again)",
+        "zh": "记录器 {name!r} 在 {hook} 中出错: {error} (训练继续; 它恢复响应后会补上错过的记录)"},
+    "caught_up": {
+        "en": "tracker {name!r} answers again; it caught up on {count} records it missed",
+        "zh": "记录器 {name!r} 已恢复响应; 已补上它错过的 {count} 条记录"},
+    "stalled": {
+        "en": "tracker {name!r} has not taken a record for {seconds:.0f}s with {waiting} waiting; the run goes on "
+              "without it until it answers again",
+        "zh": "记录器 {name!r} 已 {seconds:.0f} 秒未取走记录 (积压 {waiting} 条); 训练继续, 待它恢复响应后补上"},
+    "refused": {
+        "en": "tracker {name!r} refused record {seq} {times} times; it is skipped",
+        "zh": "记录器 {name!r} 连续 {times} 次拒收第 {seq} 条记录; 已跳过"},
+    "unreadable": {
+        "en": "cannot read the values of record {seq}: {error}",
+        "zh": "无法读取第 {seq} 条记录的数值: {error}"},
+    "still_had": {
+        "en": "{what}: tracker {name!r} still had {count} records after {timeout:g}s",
+        "zh": "{what}: {timeout:g} 秒后记录器 {name!r} 仍有 {count} 条记录未处理"},
+    "missing_later": {
+        "en": "tracker {name!r} did not get {count} of the run's records; deliver them later with: "
+              "trackkit sync {dir} --to {spec}",
+        "zh": "记录器 {name!r} 缺少本次运行的 {count} 条记录; 之后可用此命令补上: trackkit sync {dir} --to {spec}"},
+    "missing_lost": {
+        "en": "tracker {name!r} did not get {count} of the run's records (no local record to send them from: add "
+              "the jsonl tracker)",
+        "zh": "记录器 {name!r} 缺少本次运行的 {count} 条记录 (没有可补发的本地记录: 请加上 jsonl 记录器)"},
+    "not_staged": {
+        "en": "artifact {name!r} cannot be staged ({error}); a tracker that falls behind may find it gone",
+        "zh": "产物 {name!r} 无法暂存 ({error}); 落后的记录器可能找不到它"},
+    "nonfinite": {
+        "en": "{key} is {value} at step {step}; recorded as is (further non-finite values of it are not flagged)",
+        "zh": "{key} 在第 {step} 步为 {value}; 按原值记录 (此后它的非有限值不再提示)"},
+    "source_dropped": {
+        "en": "system metrics: {error}; that source is no longer sampled",
+        "zh": "系统指标: {error}; 不再采样该来源"},
+    "no_psutil": {
+        "en": "system metrics: psutil is not installed (pip install 'trackkit[tools]'); CPU and memory are not sampled",
+        "zh": "系统指标: 未安装 psutil (pip install 'trackkit[tools]'); 不采样 CPU 与内存"},
+    "skipped": {"en": "{error} (skipped)", "zh": "{error} (已跳过)"},
+    "skipped_run": {"en": "skipped: {error}", "zh": "已跳过: {error}"},
+    "not_sent": {"en": "not sent: {what} ({more} more like it)", "zh": "未发送: {what} (另有 {more} 条同类)"},
+    "wandb_online": {"en": "wandb: run {name} at {url}", "zh": "wandb: 运行 {name}: {url}"},
+    "wandb_offline": {"en": "wandb: offline run in {folder}", "zh": "wandb: 离线运行位于 {folder}"},
+    "wandb_fallback": {
+        "en": "wandb: {reason}; continuing offline in {folder} (upload later with `trackkit sync {dir}`)",
+        "zh": "wandb: {reason}; 改为离线记录于 {folder} (之后可用 `trackkit sync {dir}` 上传)"},
+    "wandb_holds": {
+        "en": "wandb: run {id} already holds {shown}; records up to there are not sent again",
+        "zh": "wandb: 运行 {id} 已有 {shown}; 这些步骤的记录不再重复发送"},
+    "wandb_fill_failed": {
+        "en": "wandb: cannot fill records it lacks from the local record: {error}",
+        "zh": "wandb: 无法从本地记录补上缺少的记录: {error}"},
+    "wandb_refilled": {
+        "en": "wandb: sent {count} records up to step {step} again from the local record",
+        "zh": "wandb: 已从本地记录补发第 {step} 步及之前的 {count} 条记录"},
+    "wandb_gone": {
+        "en": "wandb: {kind} {name!r} was gone from {path} before it could be uploaded (skipped)",
+        "zh": "wandb: {kind} {name!r} 在上传前已从 {path} 删除 (已跳过)"},
+    "wandb_saved": {
+        "en": "wandb: offline run saved in {folder}; upload it with: trackkit sync {dir}",
+        "zh": "wandb: 离线运行已保存在 {folder}; 上传命令: trackkit sync {dir}"},
+}
+WORDS = {"en": {"flush": "flush", "finish": "finish"}, "zh": {"flush": "刷新", "finish": "结束"}}
+
+
+def notice(key: str, /, **fields: Any) -> str:
+    """The notice ``key`` in the language of this process."""
+    language = lang()
+    if "what" in fields:  # flush or finish
+        fields["what"] = WORDS[language].get(fields["what"], fields["what"])
+    return NOTICES[key][language].format(**fields)

@@ -117,8 +117,7 @@ class NonFinite:
         for key in nonfinite(metrics):
             if key not in self._flagged:
                 self._flagged.add(key)
-                self._report(f"{key} is {metrics[key]} at step {record.step}; recorded as is "
-                             "(further non-finite values of it are not flagged)")
+                self._report("nonfinite", key=key, value=metrics[key], step=record.step)
 
 
 _PLAIN_NUMBERS = frozenset({int, float})

@@ -107,7 +107,7 @@ def contributed_options(taken: Collection[str] = ()) -> tuple[list[click.Option]
         try:
             cls = source.load()
         except TrackkitError as exc:
-            report(f"{exc} (skipped)")
+            report("skipped", error=exc)
             continue
         for option in getattr(cls, "options", ()):
             if option.name in owners:

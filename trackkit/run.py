@@ -210,8 +210,7 @@ class Run:
                 os.link(artifact.path, target)
         except OSError as exc:  # another filesystem (EXDEV), or one without hard links
             shutil.rmtree(target.parent, ignore_errors=True)
-            report(f"artifact {artifact.name!r} cannot be staged ({exc.strerror or exc}); a tracker that falls "
-                   "behind may find it gone")
+            report("not_staged", name=artifact.name, error=exc.strerror or exc)
             return None
         return target
 
@@ -275,7 +274,7 @@ class Run:
             if not wait(max(0.0, deadline - time.monotonic())):
                 left[worker.name] = self._logged() - worker.delivered
                 if what == "finish" or not said:
-                    report(f"{what}: tracker {worker.name!r} still had {left[worker.name]} records after {timeout:g}s")
+                    report("still_had", what=what, name=worker.name, count=left[worker.name], timeout=timeout)
         return left
 
     def _name_what_is_missing(self, health: Mapping[str, Mapping[str, Any]]) -> None:
@@ -283,9 +282,8 @@ class Run:
         recorded = self._recorder is not None and health[self._recorder]["lost"] == 0
         for (name, h), spec in zip(health.items(), self._identity.trackers):
             if h["lost"] and name != self._recorder:
-                later = (f"; deliver them later with: trackkit sync {self.info.dir} --to {spec}" if recorded
-                         else " (no local record to send them from: add the jsonl tracker)")
-                report(f"tracker {name!r} did not get {h['lost']} of the run's records{later}")
+                report("missing_later" if recorded else "missing_lost", name=name, count=h["lost"], dir=self.info.dir,
+                       spec=spec)
 
     def _health(self) -> dict[str, dict[str, Any]]:
         logged = self._logged()

@@ -34,6 +34,7 @@ import click
 from .. import messages
 from ..errors import TrackkitError
 from ..hookspecs import hookimpl
+from ..messages import notice
 from ..namespaces import namespace
 from ..record import Record, from_event, read_events, record_dir
 from ..report import report
@@ -134,7 +135,7 @@ class WandbTracker:
             return wandb.init(mode="disabled", **init)
         if self.offline:
             wb = wandb.init(mode="offline", settings=wandb.Settings(**limits), **init)
-            self._say_initialised(f"wandb: offline run in {Path(wb.dir).parent}")
+            self._say_initialised(notice("wandb_offline", folder=Path(wb.dir).parent))
             return wb
         deadline = time.monotonic() + self.init_timeout
         url = wandb.setup().settings.base_url
@@ -149,18 +150,15 @@ class WandbTracker:
             timeout = max(1.0, deadline - time.monotonic() - TEARDOWN_RESERVE)
             try:
                 wb = wandb.init(mode="online", settings=wandb.Settings(init_timeout=timeout, **limits), **init)
-                self._say_initialised(f"wandb: run {wb.name} at {wb.url}")
+                self._say_initialised(notice("wandb_online", name=wb.name, url=wb.url))
                 return wb
             except Exception as exc:  # whatever stops the online start, offline keeps every record
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 wandb.teardown()  # the failed run still holds its id in wandb's service process
         self.offline = True
-        report(
-            f"wandb: {reason}; continuing offline in {self.dir / 'wandb'} "
-            f"(upload later with `trackkit sync {self.dir}`)"
-        )
+        report("wandb_fallback", reason=reason, folder=self.dir / "wandb", dir=self.dir)
         wb = wandb.init(mode="offline", settings=wandb.Settings(**limits), **init)
-        self._say_initialised(f"wandb: offline run in {Path(wb.dir).parent}")
+        self._say_initialised(notice("wandb_offline", folder=Path(wb.dir).parent))
         return wb
 
     @staticmethod
@@ -179,7 +177,7 @@ class WandbTracker:
         self.row = max(int(self.held.get("_step", -1)) + 1, self.wb.step)
         shown = ", ".join(f"{k} <= {v:g}" for k, v in sorted(self.held.items()) if k != "_step")
         if shown:
-            report(f"wandb: run {run_id} already holds {shown}; records up to there are not sent again")
+            report("wandb_holds", id=run_id, shown=shown)
 
     def _send_missing(self, resumed_from_step: int) -> None:
         """Send what the local record holds up to the checkpoint's step and wandb does not."""
@@ -195,9 +193,9 @@ class WandbTracker:
                 if isinstance(record, Record) and record.step <= resumed_from_step:
                     self._log(record.namespace.name, record.ready(), record.step, record.timestamp)
         except (TrackkitError, KeyError, TypeError, ValueError) as exc:
-            report(f"wandb: cannot fill records it lacks from the local record: {exc}")
+            report("wandb_fill_failed", error=exc)
         if self.row > row:
-            report(f"wandb: sent {self.row - row} records up to step {resumed_from_step} again from the local record")
+            report("wandb_refilled", count=self.row - row, step=resumed_from_step)
 
     # -- metrics -------------------------------------------------------------------------------
     def _log(self, name: str, metrics: Mapping[str, float], step: int, timestamp: float) -> None:
@@ -226,7 +224,7 @@ class WandbTracker:
         if kind != "model" or not self.log_model:
             return
         if not path.exists():  # a trainer may replace its best checkpoint before this thread gets to it
-            report(f"wandb: {kind} {name!r} was gone from {path} before it could be uploaded (skipped)")
+            report("wandb_gone", kind=kind, name=name, path=path)
             return
         import wandb
 
@@ -247,7 +245,7 @@ class WandbTracker:
             return
         self.wb.finish(exit_code=EXIT_CODES[status])
         if self.offline and not self.disabled:
-            report(f"wandb: offline run saved in {self.dir / 'wandb'}; upload it with: trackkit sync {self.dir}")
+            report("wandb_saved", folder=self.dir / "wandb", dir=self.dir)
 
 
 def _new_id() -> str:
