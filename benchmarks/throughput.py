@@ -149,38 +149,6 @@ def side_by_side(contestants: dict, steps: int, repeats: int, warmup: int) -> di
     return speeds
 
 
-@contextlib.contextmanager
-def mlflow_server(folder: Path):
-    """A real ``mlflow server`` on a free port of 127.0.0.1, its store in ``folder``; its URL."""
-    import signal
-    import socket
-    import subprocess
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-               "--default-artifact-root", (folder / "artifacts").as_uri()]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("mlflow server did not start") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-
-
 def measure_each(steps: int, repeats: int, warmup: int, seed: int, wanted: tuple[str, ...]) -> dict:
     """Each tracker alone against ``--tracker none``, all taking turns in the same rounds."""
     backends = {n: "mlflow" if n == "mlflow-http" else n for n in wanted}  # contestant -> tracker
@@ -193,7 +161,9 @@ def measure_each(steps: int, repeats: int, warmup: int, seed: int, wanted: tuple
         for name in names:
             options = {}
             if name == "mlflow-http":
-                options["mlflow_tracking_uri"] = stack.enter_context(mlflow_server(Path(tmp, "server")))
+                from trackkit_mlflow.local_server import LocalServer
+
+                options["mlflow_tracking_uri"] = stack.enter_context(LocalServer(Path(tmp, "server"))).url
             contestants[name] = TrainerLoop(seed, [backends[name]], Path(tmp, name), options=options)
         speeds = side_by_side(contestants, steps, repeats, warmup)
         for contestant in contestants.values():

@@ -8,20 +8,17 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
+from trackkit_mlflow.local_server import LocalServer
 
 import trackkit
 from trackkit.cli import main as trackkit_cli
@@ -29,51 +26,10 @@ from trackkit.cli import main as trackkit_cli
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``mlflow server`` with a SQLite store and artifacts in ``folder``; killed and started at will."""
-
-    def __init__(self, folder: Path):
-        self.folder, self.port = folder, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        command = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-                   "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
-                   "--artifacts-destination", (self.folder / "artifacts").as_uri()]
-        with open(self.folder / "server.log", "ab") as log:
-            self.process = subprocess.Popen(command, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.url}/health", timeout=2).close()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("mlflow server did not start:\n" + (self.folder / "server.log").read_text()[-3000:])
-                time.sleep(0.3)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-
 @pytest.fixture
 def server(tmp_path: Path):
-    folder = tmp_path / "server"
-    folder.mkdir()
-    server = Server(folder)
-    server.start()
-    yield server
-    server.kill()
+    with LocalServer(tmp_path / "server") as server:
+        yield server
 
 
 class CountingProxy(http.server.ThreadingHTTPServer):
@@ -174,14 +130,14 @@ def assert_mlflow_equals_the_record(uri: str, out: Path) -> None:
     assert Path(fetched).read_text() == f"weights of step {last}"  # the newest, though its folder was deleted
 
 
-def restart_later(server: Server, seconds: float) -> threading.Thread:
+def restart_later(server: LocalServer, seconds: float) -> threading.Thread:
     thread = threading.Thread(target=lambda: (time.sleep(seconds), server.start()), daemon=True)
     thread.start()
     return thread
 
 
 @pytest.mark.slow
-def test_a_run_makes_at_most_two_requests_a_second_whatever_it_logs(tmp_path: Path, server: Server) -> None:
+def test_a_run_makes_at_most_two_requests_a_second_whatever_it_logs(tmp_path: Path, server: LocalServer) -> None:
     proxy = CountingProxy(server.url)
     try:
         result = CliRunner().invoke(trackkit_cli, ["--version"])  # warm the CLI's imports outside the count
@@ -201,7 +157,7 @@ def test_a_run_makes_at_most_two_requests_a_second_whatever_it_logs(tmp_path: Pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("outage", [20, 180], ids=["20s", "3min"])
-def test_an_outage_with_the_server_back_before_the_end_loses_nothing(tmp_path: Path, server: Server,
+def test_an_outage_with_the_server_back_before_the_end_loses_nothing(tmp_path: Path, server: LocalServer,
                                                                       outage: int, capfd) -> None:
     # 20 steps a second: the server goes at step 200 and comes back `outage` seconds later; the
     # run goes on long enough for the backoff (up to a minute between probes) to find it back.
@@ -220,7 +176,7 @@ def test_an_outage_with_the_server_back_before_the_end_loses_nothing(tmp_path: P
 
 @pytest.mark.slow
 def test_a_server_down_until_the_end_is_caught_up_by_sync_which_is_safe_to_run_twice(
-        tmp_path: Path, server: Server, capfd) -> None:
+        tmp_path: Path, server: LocalServer, capfd) -> None:
     out = tmp_path / "run"
     loop = PacedLoop(out, server.url, steps=200, at={100: server.kill}, timeout=5.0)
     began = time.monotonic()

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +15,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
+from trackkit_mlflow.local_server import LocalServer
 
 import trackkit
 from trackkit.cli import main as trackkit_cli
@@ -182,34 +180,8 @@ def test_resume_continues_the_same_run_without_duplicate_steps(tmp_path: Path, c
 @contextlib.contextmanager
 def mlflow_ui(store: str, cwd: Path) -> Iterator[str]:
     """``mlflow ui`` on a free local port, ready to answer; always stopped afterwards."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = cwd / "mlflow-ui.log"
-    command = [str(BIN / "mlflow"), "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
-               "--port", str(port), "--workers", "1"]
-    with open(log, "wb") as sink:
-        # Its own session, so that stopping it also stops the server's worker processes.
-        server = subprocess.Popen(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow ui did not come up:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+    with LocalServer(cwd, store=store, ui=True) as server:
+        yield server.url
 
 
 def get_json(url: str) -> dict:
