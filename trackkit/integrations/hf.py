@@ -182,7 +182,8 @@ class _Epoch:
     def __init__(self, start_step: int = 0):
         self.start_step = self.last_step = start_step
         self.loss_sum, self.loss_steps = 0.0, 0
-        self.evals: dict[str, float] = {}
+        self.evals: dict[str, float] = {}  # the last evaluation's metrics, as val_<name>
+        self.eval_step: int | None = None
         self.number = 1
         self.ended_at: int | None = None  # the step the epoch ended at, until its record is logged
 
@@ -193,8 +194,9 @@ class _Epoch:
             self.last_step = step
 
     def add_eval(self, metrics: Mapping[str, Any], step: int) -> None:
-        if self.ended_at == step:
-            self.evals = {f"val_{k}": v for k, v in metrics.items() if k != "epoch" and not k.endswith(_SPEED_SUFFIXES)}
+        # The evaluation at the epoch's last step comes before on_epoch_end (eval_strategy="steps") or after it ("epoch").
+        self.eval_step = step
+        self.evals = {f"val_{k}": v for k, v in metrics.items() if k != "epoch" and not k.endswith(_SPEED_SUFFIXES)}
 
     def end(self, number: int, step: int) -> None:
         self.number, self.ended_at = number, step
@@ -203,4 +205,4 @@ class _Epoch:
         out: dict[str, Any] = {"steps": (self.ended_at or 0) - self.start_step}
         if self.loss_steps:
             out["train_loss"] = self.loss_sum / self.loss_steps
-        return {**out, **self.evals}
+        return {**out, **self.evals} if self.eval_step == self.ended_at else out
