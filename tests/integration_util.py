@@ -51,7 +51,7 @@ def wandb_steps(out: Path) -> tuple[dict[str, list[int]], dict]:
     for part in parts:
         summary.update(part.summary)
         for row in part.history:
-            for key, value in row.items():
+            for key in row:
                 if not key.startswith("_") and not is_step_axis(key):
                     steps[key].append(row[key.split("/")[0] + "/step"])
     return dict(steps), summary

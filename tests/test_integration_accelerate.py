@@ -4,11 +4,12 @@ import pytest
 
 pytest.importorskip("accelerate")
 import pydoc_data.topics  # noqa: E402
+
 import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
+from integration_util import TRACKERS, assert_every_backend_holds, events, record_steps, run_json  # noqa: E402
 from torch.nn.functional import cross_entropy  # noqa: E402
 
-from integration_util import TRACKERS, assert_every_backend_holds, events, record_steps, run_json  # noqa: E402
 from trackkit import TrackkitError  # noqa: E402
 from trackkit.integrations.accelerate import TrackkitTracker  # noqa: E402
 
@@ -32,8 +33,9 @@ def train(tracker, steps=6, fail_at=None):
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad()
-            accelerator.log({"train_loss": loss.detach(), "learning_rate": 1.0, "note": "text", "epoch": (step - 1) // 4},
-                            step=step)
+            epoch = (step - 1) // 4
+            metrics = {"train_loss": loss.detach(), "learning_rate": 1.0, "note": "text", "epoch": epoch}
+            accelerator.log(metrics, step=step)
             if step % 3 == 0:
                 accelerator.log({"val/loss": 2.0, "val_accuracy": 0.5}, step=step)
             if step % 4 == 0 or step == steps:

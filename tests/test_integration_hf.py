@@ -9,11 +9,19 @@ import pytest
 
 pytest.importorskip("transformers")
 import pydoc_data.topics  # noqa: E402
+
 import torch  # noqa: E402
+from integration_util import (
+    TRACKERS,
+    assert_every_backend_holds,
+    events,
+    record_steps,
+    run_json,
+    tensorboard_steps,
+    wandb_steps,  # noqa: E402
+)
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainerState, TrainingArguments  # noqa: E402
 
-from integration_util import TRACKERS, assert_every_backend_holds, events, record_steps, run_json, tensorboard_steps, \
-    wandb_steps  # noqa: E402
 from trackkit import TrackkitError  # noqa: E402
 from trackkit.integrations.hf import TrackkitCallback  # noqa: E402
 

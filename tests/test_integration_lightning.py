@@ -5,13 +5,14 @@ import signal
 import pytest
 
 pytest.importorskip("lightning")
-import lightning as L  # noqa: E402
 import pydoc_data.topics  # noqa: E402
+
+import lightning as L  # noqa: E402
 import torch  # noqa: E402
+from integration_util import TRACKERS, assert_every_backend_holds, events, record_steps, run_json  # noqa: E402
 from torch.nn.functional import cross_entropy  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from integration_util import TRACKERS, assert_every_backend_holds, events, record_steps, run_json  # noqa: E402
 from trackkit import TrackkitError  # noqa: E402
 from trackkit.integrations.lightning import TrackkitLogger  # noqa: E402
 

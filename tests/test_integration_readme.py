@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from integration_util import record_steps, run_json
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -22,8 +22,16 @@ from accelerate.tracking import GeneralTracker
 
 from ..report import report
 from ..run import Run
-from ._common import Router, Trackers, check_output_dir, check_trackers, handled_exception, recorded_run_id, \
-    start_run, status_of
+from ._common import (
+    Router,
+    Trackers,
+    check_output_dir,
+    check_trackers,
+    handled_exception,
+    recorded_run_id,
+    start_run,
+    status_of,
+)
 
 
 class TrackkitTracker(GeneralTracker):

@@ -64,7 +64,7 @@ class TrackkitCallback(TrainerCallback):
         if self.run is not None and self.run.status is None:  # an earlier train() raised and was caught
             report("hf: the run of an earlier train() that did not end is finished as failed")
             self.run.finish("failed")
-        folder = Path(self._output_dir) if self._output_dir is not None else check_output_dir(args.output_dir)
+        folder = Path(self._output_dir) if self._output_dir is not None else check_output_dir(args.output_dir or ".")
         resume = state.global_step or None  # a Trainer starts at step 0 unless it resumed from a checkpoint
         self.run = start_run(self._trackers, folder, config=self._run_config(args, model), resume_from_step=resume,
                              **self._start_kwargs)
@@ -132,13 +132,13 @@ class TrackkitCallback(TrainerCallback):
     # -- helpers ----------------------------------------------------------------------------------
     def _run_config(self, args: TrainingArguments, model: Any) -> dict[str, Any]:
         config: dict[str, Any] = args.to_dict()
-        model_config = getattr(model, "config", None)
-        if hasattr(model_config, "to_dict"):
-            config["model_config"] = model_config.to_dict()
+        to_dict = getattr(getattr(model, "config", None), "to_dict", None)
+        if callable(to_dict):
+            config["model_config"] = to_dict()
         return {**config, **self._config}
 
     def _groups(self, logs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        """The log's numbers by namespace: ``eval_x`` -> eval, ``<p>_x`` with a ``<p>_runtime`` -> p, the rest -> train."""
+        """The log's numbers by namespace: eval_x -> eval, <p>_x beside a <p>_runtime -> p, the rest -> train."""
         prefixes = [k[: -len("_runtime")] for k in logs if k.endswith("_runtime") and k != _SUMMARY_KEY]
         groups: dict[str, dict[str, Any]] = {}
         for key, value in logs.items():
@@ -194,7 +194,7 @@ class _Epoch:
             self.last_step = step
 
     def add_eval(self, metrics: Mapping[str, Any], step: int) -> None:
-        # The evaluation at the epoch's last step comes before on_epoch_end (eval_strategy="steps") or after it ("epoch").
+        # The evaluation at an epoch's last step comes before on_epoch_end (eval_strategy="steps") or after ("epoch").
         self.eval_step = step
         self.evals = {f"val_{k}": v for k, v in metrics.items() if k != "epoch" and not k.endswith(_SPEED_SUFFIXES)}
 

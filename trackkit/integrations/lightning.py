@@ -27,8 +27,16 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from ..report import report
 from ..run import Run
-from ._common import Router, Trackers, check_output_dir, check_trackers, handled_exception, recorded_run_id, \
-    start_run, status_of
+from ._common import (
+    Router,
+    Trackers,
+    check_output_dir,
+    check_trackers,
+    handled_exception,
+    recorded_run_id,
+    start_run,
+    status_of,
+)
 
 
 class TrackkitLogger(Logger):
@@ -114,7 +122,7 @@ class TrackkitLogger(Logger):
 
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
-        """Log each checkpoint file the callback saved since (``kind="model"``), and a new monitored best as ``best``."""
+        """Log each checkpoint file the callback saved (``kind="model"``), and a new monitored best as ``best``."""
         if not self._trackers or not self._log_checkpoints:
             return
         run = self._run or self._ensure_run()
