@@ -23,7 +23,6 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from ..errors import TrackkitError
 from ..namespaces import check_custom
 from ..report import report
 from ..run import Run
@@ -139,7 +138,8 @@ class TrackkitCallback(TrainerCallback):
 
     def _groups(self, logs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """The log's numbers by namespace: eval_x -> eval, <p>_x beside a <p>_runtime -> p, the rest -> train."""
-        prefixes = [k[: -len("_runtime")] for k in logs if k.endswith("_runtime") and k != _SUMMARY_KEY]
+        prefixes = [p for p in (k[: -len("_runtime")] for k in logs if k.endswith("_runtime") and k != _SUMMARY_KEY)
+                    if _is_namespace(p)]
         groups: dict[str, dict[str, Any]] = {}
         for key, value in logs.items():
             if not is_number(value):
@@ -151,7 +151,7 @@ class TrackkitCallback(TrainerCallback):
             if prefix is None:
                 groups.setdefault("train", {})[key] = value
             else:
-                groups.setdefault(_namespace_for(prefix), {})[key[len(prefix) + 1:]] = value
+                groups.setdefault(prefix, {})[key[len(prefix) + 1:]] = value
         if "epoch" in groups.get("train", {}) and len(groups) > 1 and _SUMMARY_KEY not in logs:
             epoch = groups["train"].pop("epoch")  # the progress stamped on every log goes with its own metrics
             for ns, metrics in groups.items():
@@ -166,14 +166,15 @@ class TrackkitCallback(TrainerCallback):
             self._epoch.ended_at = None
 
 
-def _namespace_for(prefix: str) -> str:
+def _is_namespace(prefix: str) -> bool:
+    """Whether an evaluation's ``metric_key_prefix`` can be its namespace (else its metrics stay in train/)."""
     if prefix == "eval":
-        return "eval"
+        return True
     try:
         check_custom(prefix)
-    except (TypeError, ValueError):
-        raise TrackkitError(f"hf: metrics prefixed {prefix!r} cannot be a trackkit namespace") from None
-    return prefix
+    except ValueError:
+        return False
+    return True
 
 
 class _Epoch:
