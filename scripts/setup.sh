@@ -26,7 +26,7 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   fi
 fi
 
-if ! .venv/bin/python -c "import trackkit, wandb, tensorboard, deepspeed, tokenizers, matplotlib, pytest" >/dev/null 2>&1 \
+if ! .venv/bin/python -c "import trackkit, wandb, tensorboard, deepspeed, tokenizers, matplotlib, pytest, transformers, lightning, accelerate" >/dev/null 2>&1 \
    || [ pyproject.toml -nt .venv/.trackkit-installed ]; then
   echo "setup: installing trackkit with all extras into .venv"
   quiet_pip -e ".[all]"

@@ -122,8 +122,21 @@ NOTICES: dict[str, dict[str, str]] = {
         "en": "system metrics: psutil is not installed (pip install 'trackkit[tools]'); CPU and memory are not sampled",
         "zh": "系统指标: 未安装 psutil (pip install 'trackkit[tools]'); 不采样 CPU 与内存"},
     "skipped": {"en": "{error} (skipped)", "zh": "{error} (已跳过)"},
+    "run_json": {"en": "{error}; the run goes on", "zh": "{error}; 训练继续"},
     "skipped_run": {"en": "skipped: {error}", "zh": "已跳过: {error}"},
     "not_sent": {"en": "not sent: {what} ({more} more like it)", "zh": "未发送: {what} (另有 {more} 条同类)"},
+    "not_a_number": {"en": "{framework}: {key!r} is a {kind}, not a number; not logged",
+                     "zh": "{framework}: {key!r} 是 {kind}, 不是数值; 未记录"},
+    "hf_unfinished": {"en": "hf: the run of an earlier train() that did not end is finished as failed",
+                      "zh": "hf: 之前未结束的 train() 的运行以失败结束"},
+    "accelerate_late_config": {
+        "en": "accelerate: the run has started, so this configuration does not reach the trackers (call "
+              "init_trackers with the config before the first accelerator.log)",
+        "zh": "accelerate: 运行已开始, 此配置不会送到记录器 (请在第一次 accelerator.log 之前带配置调用 init_trackers)"},
+    "lightning_late_config": {
+        "en": "lightning: hyperparameters {names} came after the run started (trackkit takes the config when a "
+              "run starts); not logged",
+        "zh": "lightning: 超参数 {names} 在运行开始后才到 (trackkit 在运行开始时取配置); 未记录"},
     "wandb_online": {"en": "wandb: run {name} at {url}", "zh": "wandb: 运行 {name}: {url}"},
     "wandb_offline": {"en": "wandb: offline run in {folder}", "zh": "wandb: 离线运行位于 {folder}"},
     "wandb_fallback": {

@@ -229,6 +229,7 @@ class Identity:
         return cls(info, time.time(), trackers, scrub(dict(options)))
 
     def write(self, status: str, health: Mapping[str, Any] | None = None) -> None:
+        """Write run.json; a folder that cannot hold it is a TrackkitError naming it."""
         info = self.info
         data = {
             "format": RUN_FORMAT, "name": info.name, "id": info.id, "project": info.project, "status": status,
@@ -238,7 +239,10 @@ class Identity:
         }
         if health is not None:
             data["tracker_health"] = dict(health)
-        write_json_atomic(run_json_path(info.dir), data)
+        try:
+            write_json_atomic(run_json_path(info.dir), data)
+        except OSError as exc:
+            raise TrackkitError(f"cannot write the run's record in {info.dir}: {exc.strerror or exc}") from None
 
 
 def last_seq(output_dir: str | os.PathLike) -> int:

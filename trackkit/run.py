@@ -26,6 +26,7 @@ from typing import Any
 
 from . import messages
 from .dispatch import Limits, TrackerWorker, plugin_manager_for
+from .errors import TrackkitError
 from .metrics import NonFinite, checked, checked_step, qualified
 from .namespaces import EPOCH, EVAL, FINAL, TRAIN, check_custom, namespace
 from .plugins import parse_names, source_for
@@ -260,7 +261,7 @@ class Run:
             for wait in waits:
                 wait(max(0.1, deadline - time.monotonic()))
             self.summary["trackers"] = health = self._health()
-            self._write_run_json(status, health)
+            self._write_run_json(status, health, quiet=True)
             self._name_what_is_missing(health)
             shutil.rmtree(self._staging, ignore_errors=True)
             self._uninstall_exit_handlers()
@@ -342,11 +343,17 @@ class Run:
     def _save_backend_ids(self) -> None:
         """A tracker started (on its thread) and may have set a backend id: keep it in run.json."""
         if self.status is None:
-            self._write_run_json("running")
+            self._write_run_json("running", quiet=True)
 
-    def _write_run_json(self, status: str, health: Mapping[str, Any] | None = None) -> None:
+    def _write_run_json(self, status: str, health: Mapping[str, Any] | None = None, quiet: bool = False) -> None:
+        """Write run.json; once the run has started, a failure is said, not raised (the run goes on)."""
         with self._run_json_lock:
-            self._identity.write(status, health)
+            try:
+                self._identity.write(status, health)
+            except TrackkitError as exc:
+                if not quiet and self.status is None and status == "running":
+                    raise  # at the start: refuse a folder that cannot hold the run's record
+                report("run_json", error=exc)
 
 
 class NullRun(Run):

@@ -181,7 +181,7 @@ class Router:
                 kept[str(key)] = value
             elif key not in self._dropped:
                 self._dropped.add(key)
-                report(f"{self.framework}: {key!r} is a {type(value).__name__}, not a number; not logged")
+                report("not_a_number", framework=self.framework, key=key, kind=type(value).__name__)
         return kept
 
 

@@ -78,8 +78,7 @@ class TrackkitTracker(GeneralTracker):
     def store_init_configuration(self, values: dict) -> None:
         """The hyperparameters: the config every trackkit tracker gets (secrets scrubbed)."""
         if self._run is not None:
-            report("accelerate: the run has started, so this configuration does not reach the trackers "
-                   "(call init_trackers with the config before the first accelerator.log)")
+            report("accelerate_late_config")
             return
         self._config.update(values)
         self._start()

@@ -61,7 +61,7 @@ class TrackkitCallback(TrainerCallback):
         if not state.is_world_process_zero or not self._trackers:
             return
         if self.run is not None and self.run.status is None:  # an earlier train() raised and was caught
-            report("hf: the run of an earlier train() that did not end is finished as failed")
+            report("hf_unfinished")
             self.run.finish("failed")
         folder = Path(self._output_dir) if self._output_dir is not None else check_output_dir(args.output_dir or ".")
         resume = state.global_step or None  # a Trainer starts at step 0 unless it resumed from a checkpoint
@@ -145,7 +145,7 @@ class TrackkitCallback(TrainerCallback):
             if not is_number(value):
                 if key not in self._dropped:
                     self._dropped.add(key)
-                    report(f"hf: {key!r} is a {type(value).__name__}, not a number; not logged")
+                    report("not_a_number", framework="hf", key=key, kind=type(value).__name__)
                 continue
             prefix = next((p for p in prefixes if key.startswith(p + "_")), None)
             if prefix is None:

@@ -108,8 +108,7 @@ class TrackkitLogger(Logger):
         """The run's config (secrets scrubbed); what comes after the run started is reported and left out."""
         params = vars(params) if isinstance(params, Namespace) else dict(params)
         if self._run is not None:
-            report(f"lightning: hyperparameters {', '.join(map(str, params))} came after the run started "
-                   "(trackkit takes the config when a run starts); not logged")
+            report("lightning_late_config", names=", ".join(map(str, params)))
             return
         self._config.update(params)
 

@@ -92,9 +92,8 @@ class ConsoleTracker:
     @hookimpl
     def trackkit_log_eval(self, metrics: Mapping[str, float | int], step: int) -> None:
         self._print(self.text["eval_header"].format(step=step))
-        if "eval/loss" in metrics:
-            ppl = metrics.get("eval/perplexity", float("nan"))
-            self._print(self.text["eval_done"].format(loss=metrics["eval/loss"], ppl=ppl))
+        if "eval/loss" in metrics and "eval/perplexity" in metrics:
+            self._print(self.text["eval_done"].format(loss=metrics["eval/loss"], ppl=metrics["eval/perplexity"]))
         else:
             self._print(self.text["eval_other"].format(values=", ".join(self._pairs(metrics, "eval/", None))))
 
