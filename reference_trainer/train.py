@@ -148,10 +148,12 @@ class Trainer:
         resume = ckpt.find(cfg.resume, cfg.output_dir)
         if resume is not None:
             _check_same_run(resume, cfg.output_dir)
-        if resume is None and (ckpt.checkpoints_dir(cfg.output_dir) / "last").exists():
+        if resume is None and ckpt.holds_checkpoints(cfg.output_dir):
             raise InputError(
                 f"{cfg.output_dir} already holds checkpoints; resume them (--resume) or choose another --output-dir"
             )
+        if resume is not None and resume.note:
+            say(resume.note)
         device = distributed.local_device(pick_device(cfg.device))
         ds_config = None
         if cfg.deepspeed:
@@ -300,7 +302,7 @@ class Trainer:
         """--nan-policy stop: a non-finite training loss ends the run, before anything more is saved."""
         if self.cfg.nan_policy != "stop" or math.isfinite(loss):
             return
-        last = ckpt.find("auto", self.cfg.output_dir)
+        last = ckpt.named(self.cfg.output_dir, "last")
         kept = f"checkpoints/last still holds step {last.step}, the last one saved before it" if last else \
             "no checkpoint was saved before it"
         raise Diverged(f"the training loss is {loss} at step {self.progress.step} (--nan-policy stop); {kept}")

@@ -464,7 +464,7 @@ def test_nan_policy_stop_keeps_the_last_good_checkpoint_and_fails_in_one_line(tm
     assert proc.err[-1] == error
     assert meta(out)["step"] == 5 and weights_finite(out / "checkpoints" / "last")
     assert meta(out, "best")["step"] == 5 and weights_finite(out / "checkpoints" / "best")
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best", "last", "step-00000005"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best", "index.json", "last", "step-00000005"]
     assert run_json(out)["status"] == "failed"
     assert "Run run finished: failed" in proc.out
     (part,) = wandb_fragments(out)

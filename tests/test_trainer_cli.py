@@ -56,7 +56,8 @@ def test_a_run_records_every_namespace_checkpoints_and_the_best_artifact(tmp_pat
     assert os.readlink(checkpoints / "last") == "step-00000050"
     best_step = int(os.readlink(checkpoints / "best").split("-")[1])
     assert best_step == min(eval_events, key=lambda e: e["metrics"]["eval/loss"])["step"]
-    assert sorted(p.name for p in checkpoints.iterdir()) == sorted({"best", "last", "step-00000050", f"step-{best_step:08d}"})
+    assert sorted(p.name for p in checkpoints.iterdir()) == sorted(
+        {"best", "index.json", "last", "step-00000050", f"step-{best_step:08d}"})
     for link in ("last", "best"):
         files = {p.name for p in (checkpoints / link).iterdir()}
         assert files == {"model.pt", "optimizer.pt", "trainer.pt", "meta.json", "tokenizer.json"}

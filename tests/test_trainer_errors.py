@@ -39,11 +39,13 @@ def data_file(tmp_path: Path, content: bytes, name: str = "data.txt") -> Path:
 @pytest.mark.parametrize("make_data, message", [
     (lambda t: t / "missing.txt", "data path '{t}/missing.txt' does not exist"),
     (lambda t: str(t / "nothing-*.txt"), "no files match --data '{t}/nothing-*.txt'"),
-    (lambda t: (t / "empty-folder").mkdir() or t / "empty-folder", "data folder '{t}/empty-folder' has no .txt or .jsonl files"),
+    (lambda t: (t / "empty-folder").mkdir() or t / "empty-folder",
+     "data folder '{t}/empty-folder' has no .txt or .jsonl files"),
     (lambda t: data_file(t, b"  \n\n \n"), "the corpus '{t}/data.txt' is empty: no text in it"),
     (lambda t: data_file(t, b"Hello, world."),
      "the corpus has 13 tokens, shorter than one block (16 + 1); use more text or a smaller --block-size"),
-    (lambda t: data_file(t, "caf\u00e9 ok".encode("latin-1")), "{t}/data.txt is not UTF-8 text (byte 0xe9 at offset 3)"),
+    (lambda t: data_file(t, "caf\u00e9 ok".encode("latin-1")),
+     "{t}/data.txt is not UTF-8 text (byte 0xe9 at offset 3)"),
     (lambda t: data_file(t, b'{"text": "a"}\n{"txt": "b"}\n', "d.jsonl"), "{t}/d.jsonl:2 has no string 'text' field"),
 ])
 def test_bad_data_is_one_line(tmp_path, make_data, message):
@@ -70,7 +72,8 @@ def trained_run(tmp_path) -> Path:
     """A run folder with a record and checkpoints, as a finished (or killed) run leaves it."""
     data = write_corpus(tmp_path, chars=1500)
     out = tmp_path / "run"
-    assert train("--data", data, *SMALL_MODEL, "--output-dir", out, "--max-steps", 4, "--tracker", "jsonl").exit_code == 0
+    result = train("--data", data, *SMALL_MODEL, "--output-dir", out, "--max-steps", 4, "--tracker", "jsonl")
+    assert result.exit_code == 0, result.output
     return out
 
 
@@ -88,8 +91,15 @@ def truncated_weights(run: Path) -> Path:
     return last(run)
 
 
+def garbage_weights(run: Path) -> Path:
+    path = last(run).resolve() / "model.pt"
+    path.write_bytes(bytes(path.stat().st_size))  # the size meta.json records, but no torch file
+    return last(run)
+
+
 def garbage_trainer_state(run: Path) -> Path:
-    (last(run).resolve() / "trainer.pt").write_bytes(b"not a torch file")
+    path = last(run).resolve() / "trainer.pt"
+    path.write_bytes(b"x" * path.stat().st_size)
     return last(run)
 
 
@@ -105,10 +115,11 @@ def lost_optimizer_state(run: Path) -> Path:
 
 @pytest.mark.parametrize("damage, message", [
     (missing_folder, "checkpoint '{run}/checkpoints/missing' does not exist"),
-    (truncated_weights, "checkpoint '{run}/checkpoints/last' cannot be loaded: PytorchStreamReader failed reading zip archive"),
+    (truncated_weights, "checkpoint '{run}/checkpoints/last' is incomplete: model.pt has 300 bytes, "),
+    (garbage_weights, "checkpoint '{run}/checkpoints/last' cannot be loaded: "),
     (garbage_trainer_state, "checkpoint file '{run}/checkpoints/last/trainer.pt' is corrupt: "),
     (torn_meta, "checkpoint '{run}/checkpoints/last' is corrupt: JSONDecodeError: "),
-    (lost_optimizer_state, "checkpoint '{run}/checkpoints/last' cannot be loaded: optimizer.pt is missing"),
+    (lost_optimizer_state, "checkpoint '{run}/checkpoints/last' is incomplete: optimizer.pt is missing"),
 ])
 def test_resuming_from_a_missing_or_corrupt_checkpoint_is_one_line_and_keeps_the_record(trained_run, damage, message):
     resume = damage(trained_run)
