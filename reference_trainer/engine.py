@@ -27,7 +27,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .errors import InputError
 from .model import GPT
-from .optim import build_optimizer, build_scheduler
+from .optim import Optimization
 
 
 def pick_device(name: str) -> torch.device:
@@ -55,24 +55,13 @@ class TorchEngine:
     name = "torch"
 
     def __init__(
-        self,
-        model: GPT,
-        device: torch.device,
-        *,
-        learning_rate: float,
-        weight_decay: float,
-        warmup_steps: int,
-        decay_steps: int,
-        min_lr: float,
-        grad_clip: float,
-        grad_accum: int,
+        self, model: GPT, device: torch.device, optimization: Optimization, *, grad_clip: float, grad_accum: int,
         compile: bool = False,
     ):
         self.device = device
         self.model = model.to(device)
         self.num_parameters = model.num_parameters()
-        self.optimizer = build_optimizer(model, learning_rate, weight_decay, device)
-        self.scheduler = build_scheduler(self.optimizer, warmup_steps, decay_steps, min_lr / learning_rate)
+        self.optimizer, self.scheduler = optimization.build(model, device)
         self.grad_clip = grad_clip
         self.grad_accum = grad_accum
         # The wrapped module shares its parameters with self.model; checkpoints use self.model

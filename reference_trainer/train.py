@@ -50,6 +50,7 @@ from .engine import TorchEngine, pick_device
 from .errors import InputError
 from .faults import Diverged, Interrupted, StopSignals, say
 from .model import GPT, GPTConfig
+from .optim import Optimization
 
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")  # what a checkpoint fixes
 
@@ -184,13 +185,16 @@ class Trainer:
 
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)  # the model's initial weights, then dropout
-        schedule = dict(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-                        decay_steps=cfg.lr_decay_steps or total_steps(cfg, batches), min_lr=cfg.final_lr)
+        optimization = Optimization(
+            learning_rate=cfg.learning_rate, min_lr=cfg.final_lr, warmup_steps=cfg.warmup_steps,
+            decay_steps=cfg.lr_decay_steps or total_steps(cfg, batches), weight_decay=cfg.weight_decay,
+            betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
+        engine: TorchEngine | DeepSpeedEngine
         if ds_config is not None:
-            engine = DeepSpeedEngine(GPT(model_cfg), ds_config, device.type, **schedule)
+            engine = DeepSpeedEngine(GPT(model_cfg), ds_config, device.type, optimization)
         else:
-            engine = TorchEngine(GPT(model_cfg), device, grad_clip=cfg.grad_clip, grad_accum=cfg.grad_accum,
-                                 compile=cfg.compile, **schedule)
+            engine = TorchEngine(GPT(model_cfg), device, optimization, grad_clip=cfg.grad_clip,
+                                 grad_accum=cfg.grad_accum, compile=cfg.compile)
         progress, state = Progress(), None
         if resume is not None:
             state = _restore(resume, engine)

@@ -103,8 +103,8 @@ def _json(tmp_path: Path, config: dict) -> Path:
     (lambda t: ["--batch-size", 4, "--grad-accum", 3, "--deepspeed-config", _json(t, {"train_batch_size": 8})],
      "Error: DeepSpeed config {t}/ds.json: train_batch_size 8 is not divisible by gradient_accumulation_steps 3 "
      "x 1 process"),
-    (lambda t: ["--zero-stage", 4], "Error: --zero-stage 4 is out of range: ZeRO has stages 0, 1, 2 and 3"),
-    (lambda t: ["--zero-stage", -1], "Error: --zero-stage -1 is out of range: ZeRO has stages 0, 1, 2 and 3"),
+    (lambda t: ["--zero-stage", 4], "Error: --zero-stage must be in [0, 3], got 4: ZeRO has stages 0, 1, 2 and 3"),
+    (lambda t: ["--zero-stage", -1], "Error: --zero-stage must be in [0, 3], got -1: ZeRO has stages 0, 1, 2 and 3"),
     (lambda t: ["--deepspeed-config", _json(t, {"zero_optimization": {"stage": 7}})],
      "Error: DeepSpeed config {t}/ds.json: zero_optimization.stage 7 is out of range: ZeRO has stages 0, 1, 2 and 3"),
     (lambda t: ["--precision", "fp16"],
@@ -133,7 +133,7 @@ def test_bad_input_under_the_launcher_is_one_line_from_rank_0_and_exit_code_2(tm
     result = launch(deepspeed_launcher(), "--deepspeed", "--zero-stage", 5, "--output-dir", tmp_path / "run")
     assert result.returncode == 2, result.stdout
     errors = [line for line in result.stdout.splitlines() if "Error" in line and "[ERROR]" not in line]
-    assert errors == ["Error: --zero-stage 5 is out of range: ZeRO has stages 0, 1, 2 and 3"]
+    assert errors == ["Error: --zero-stage must be in [0, 3], got 5: ZeRO has stages 0, 1, 2 and 3"]
 
 
 # -- real runs -----------------------------------------------------------------------------------

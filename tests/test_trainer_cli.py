@@ -33,7 +33,8 @@ def test_a_run_records_every_namespace_checkpoints_and_the_best_artifact(tmp_pat
     train_events, eval_events = events(out, "train"), events(out, "eval")
     assert [e["step"] for e in train_events] == list(range(5, 51, 5))
     assert all(keys(e, "train") >= DESIGN_KEYS["train"] for e in train_events)
-    assert [(e["metrics"]["train/epoch"], e["metrics"]["train/batch"]) for e in train_events][3:6] == [(1, 20), (2, 4), (2, 9)]
+    positions = [(e["metrics"]["train/epoch"], e["metrics"]["train/batch"]) for e in train_events]
+    assert positions[3:6] == [(1, 20), (2, 4), (2, 9)]
     # every 10 steps, and at the ends of epochs 1 and 2 (steps 21, 42)
     assert [e["step"] for e in eval_events] == [10, 20, 21, 30, 40, 42, 50]
     assert all(keys(e, "eval") == DESIGN_KEYS["eval"] for e in eval_events)
@@ -47,10 +48,12 @@ def test_a_run_records_every_namespace_checkpoints_and_the_best_artifact(tmp_pat
     # It learned: validation loss fell, and the best perplexity is the lowest evaluated one.
     losses = [e["metrics"]["eval/loss"] for e in eval_events]
     assert losses[-1] < losses[0] - 0.3
-    assert final["metrics"]["final/best_perplexity"] == pytest.approx(min(e["metrics"]["eval/perplexity"] for e in eval_events))
+    best = min(e["metrics"]["eval/perplexity"] for e in eval_events)
+    assert final["metrics"]["final/best_perplexity"] == pytest.approx(best)
 
     config = json.loads((out / "trackkit" / "config.json").read_text())
-    assert (config["batches_per_epoch"], config["num_epochs"], config["n_layer"], config["tokenizer"]) == (21, 3, 1, "char")
+    shape = (config["batches_per_epoch"], config["num_epochs"], config["n_layer"], config["tokenizer"])
+    assert shape == (21, 3, 1, "char")
 
     checkpoints = out / "checkpoints"
     assert os.readlink(checkpoints / "last") == "step-00000050"
@@ -111,7 +114,8 @@ def test_a_config_file_supplies_options_and_flags_override_it(tmp_path, fmt):
     result = train("--config", config_file, "--output-dir", out, "--batch-size", 5)
     assert result.exit_code == 0, result.output
     recorded = json.loads((out / "trackkit" / "config.json").read_text())
-    assert (recorded["n_layer"], recorded["n_embd"], recorded["learning_rate"], recorded["max_steps"]) == (2, 16, 0.002, 2)
+    values = (recorded["n_layer"], recorded["n_embd"], recorded["learning_rate"], recorded["max_steps"])
+    assert values == (2, 16, 0.002, 2)
     assert recorded["batch_size"] == 5  # the flag wins over the file
     assert json.loads((out / "trackkit" / "run.json").read_text())["trackers"] == ["jsonl"]
 

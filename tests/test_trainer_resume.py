@@ -12,8 +12,9 @@ from trainer_util import SMALL_MODEL, events, train, write_corpus
 from reference_trainer import checkpoint as ckpt
 from reference_trainer.engine import TorchEngine
 from reference_trainer.model import GPT, GPTConfig
+from reference_trainer.optim import Optimization
 
-OPTIM = dict(learning_rate=1e-3, weight_decay=0.1, warmup_steps=1, decay_steps=10, min_lr=1e-4)
+OPTIM = Optimization(learning_rate=1e-3, min_lr=1e-4, warmup_steps=1, decay_steps=10)
 
 TIMING = ("train/elapsed_time", "train/tokens_per_second")
 
@@ -72,7 +73,7 @@ def test_resume_auto_starts_fresh_when_there_is_no_checkpoint_and_plain_reuse_is
 
 def test_checkpoints_are_published_whole_and_never_overwritten_in_place(tmp_path):
     model_cfg = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=20)
-    engine = TorchEngine(GPT(model_cfg), torch.device("cpu"), **OPTIM, grad_clip=1.0, grad_accum=1)
+    engine = TorchEngine(GPT(model_cfg), torch.device("cpu"), OPTIM, grad_clip=1.0, grad_accum=1)
     root = tmp_path / "checkpoints"
 
     def save(writer, step, links, state=None):
