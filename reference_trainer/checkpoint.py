@@ -120,6 +120,8 @@ def named(output_dir: str | os.PathLike, link: str) -> Checkpoint | None:
     name = read_index(root).get(link)
     for path in ([root / name] if name else []) + [root / link]:
         if path.is_dir() and problem(path) is None:
+            if (root / link).is_symlink() and (root / link).resolve() == path.resolve():
+                path = root / link  # the same checkpoint, by the name people know it by
             return read(path)
     return None
 

@@ -137,7 +137,6 @@ def _training_options(f: Callable) -> Callable:
         *map(training_option, option_fields()),
         # Launchers pass --local_rank (DeepSpeed) or --local-rank (torch.distributed.launch); LOCAL_RANK says the same.
         click.option("--local_rank", "--local-rank", type=int, hidden=True, expose_value=False),
-        click.option("--inject-nan-at", "inject_nan_at", type=int, hidden=True),
         click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
                      callback=_load_config_file, help="TOML, YAML or JSON file of option values; flags override it."),
     ]
@@ -158,9 +157,8 @@ def main(ctx: click.Context, tracking: Tracking, **options: Any) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    inject_nan_at = options.pop("inject_nan_at")  # not a setting: never saved with a checkpoint
     cfg = resolve_config(ctx, options)
-    final = train(cfg, tracking, inject_nan_at=inject_nan_at)
+    final = train(cfg, tracking)
     learned = final["unigram_entropy"] - final["val_loss"]
     click.echo(
         f"validation loss {final['val_loss']:.4f} nats vs unigram entropy {final['unigram_entropy']:.4f} nats "

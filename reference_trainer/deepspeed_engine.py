@@ -1,4 +1,4 @@
-"""The DeepSpeed engine: the members of engine.py's TorchEngine on top of ``deepspeed.initialize``.
+"""The DeepSpeed engine: engine.py's ``Engine`` on top of ``deepspeed.initialize``.
 
 ZeRO stage, precision, gradient accumulation and clipping come from the DeepSpeed config
 (deepspeed_config.py); the optimizer and learning-rate schedule are the trainer's own (optim.py),
@@ -48,7 +48,7 @@ def init_distributed(device_type: str) -> None:
 
 
 class DeepSpeedEngine:
-    """engine.py's members on a DeepSpeed engine; in a multi-process run every rank calls each of them."""
+    """engine.py's ``Engine`` on a DeepSpeed engine; in a multi-process run every rank calls each member."""
 
     name = "deepspeed"
 
@@ -91,6 +91,10 @@ class DeepSpeedEngine:
             return norm
         self.ds.step()
         return self.ds.get_global_grad_norm()
+
+    def skip_step(self) -> None:
+        # DeepSpeed counts micro-batches in its own step(): an update cannot be left out from outside.
+        raise NotImplementedError("--nan-policy skip-step is not available with --deepspeed (config.py refuses it)")
 
     @property
     def learning_rate(self) -> float:

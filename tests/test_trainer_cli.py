@@ -1,4 +1,4 @@
-"""trackkit-train end to end: every metric of DESIGN.md, checkpoints, the best artifact, --help, --config, sample."""
+"""trackkit-train end to end: every metric the guide lists, checkpoints, the best artifact, --help, --config, sample."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import sys
 import pytest
 from trainer_util import SMALL_MODEL, events, train, write_corpus
 
-DESIGN_KEYS = {
+GUIDE_KEYS = {
     "train": {"loss", "perplexity", "learning_rate", "epoch", "step", "elapsed_time", "tokens_per_second", "batch"},
     "eval": {"loss", "perplexity", "step", "best_perplexity"},
     "epoch": {"train_loss", "train_perplexity", "val_loss", "val_perplexity", "number", "best_perplexity"},
@@ -32,17 +32,17 @@ def test_a_run_records_every_namespace_checkpoints_and_the_best_artifact(tmp_pat
 
     train_events, eval_events = events(out, "train"), events(out, "eval")
     assert [e["step"] for e in train_events] == list(range(5, 51, 5))
-    assert all(keys(e, "train") >= DESIGN_KEYS["train"] for e in train_events)
+    assert all(keys(e, "train") >= GUIDE_KEYS["train"] for e in train_events)
     positions = [(e["metrics"]["train/epoch"], e["metrics"]["train/batch"]) for e in train_events]
     assert positions[3:6] == [(1, 20), (2, 4), (2, 9)]
     # every 10 steps, and at the ends of epochs 1 and 2 (steps 21, 42)
     assert [e["step"] for e in eval_events] == [10, 20, 21, 30, 40, 42, 50]
-    assert all(keys(e, "eval") == DESIGN_KEYS["eval"] for e in eval_events)
+    assert all(keys(e, "eval") == GUIDE_KEYS["eval"] for e in eval_events)
     epochs = events(out, "epoch")
     assert [(e["epoch"], e["step"], e["metrics"]["epoch/number"]) for e in epochs] == [(1, 21, 1), (2, 42, 2)]
-    assert all(keys(e, "epoch") == DESIGN_KEYS["epoch"] for e in epochs)
+    assert all(keys(e, "epoch") == GUIDE_KEYS["epoch"] for e in epochs)
     (final,) = events(out, "final")
-    assert keys(final, "final") >= DESIGN_KEYS["final"]
+    assert keys(final, "final") >= GUIDE_KEYS["final"]
     assert final["metrics"]["final/total_steps"] == 50 and final["metrics"]["final/total_epochs"] == round(50 / 21, 2)
 
     # It learned: validation loss fell, and the best perplexity is the lowest evaluated one.
