@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import Field
@@ -19,7 +20,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from trackkit.options import Tracking, tracker_options
+from trackkit.options import ENV_TRACKERS, Tracking, tracker_options
 
 from . import checkpoint as ckpt
 from .config import GROUPS, TrainConfig, default_text, option_fields, spec, spellings, value_type
@@ -157,8 +158,11 @@ def main(ctx: click.Context, tracking: Tracking, **options: Any) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
+    given = {p.name for p in ctx.command.params if p.name and _given(ctx, p.name)}
+    if os.environ.get(ENV_TRACKERS):
+        given.add("trackers")
     cfg = resolve_config(ctx, options)
-    final = train(cfg, tracking)
+    final = train(cfg, tracking, given=given)  # on --resume, tracking not given again is the checkpoint's
     learned = final["unigram_entropy"] - final["val_loss"]
     click.echo(
         f"validation loss {final['val_loss']:.4f} nats vs unigram entropy {final['unigram_entropy']:.4f} nats "
@@ -166,9 +170,14 @@ def main(ctx: click.Context, tracking: Tracking, **options: Any) -> None:
     )
 
 
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether the user gave option ``name``, on the command line or in the --config file."""
+    return ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+
+
 def resolve_config(ctx: click.Context, options: dict[str, Any]) -> TrainConfig:
     """The run's config: defaults < the checkpoint's settings when resuming < --config file < flags."""
-    given = {name for name in options if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)}
+    given = {name for name in options if _given(ctx, name)}
     values = dict(options)
     resume = options["resume"]
     if options["output_dir"] is None:

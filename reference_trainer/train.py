@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -51,12 +51,17 @@ from .errors import InputError
 from .faults import Diverged, Interrupted, StopSignals, say
 from .model import GPT, GPTConfig
 from .optim import Optimization
+from .outputs import check_writable
+from .tracking import TrackingChoices, on_resume, project_of
 
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")  # what a checkpoint fixes
 
 
-def train(cfg: TrainConfig, tracking: Tracking) -> dict[str, Any]:
+def train(cfg: TrainConfig, tracking: Tracking, *, given: Collection[str] | None = None) -> dict[str, Any]:
     """Train as ``trackkit-train`` does; returns the final/ metrics.
+
+    ``given`` names the tracking choices the user made (tracking.py's ``on_resume``): on
+    --resume the others come from the checkpoint. None: all of ``tracking`` was chosen.
 
     After SIGTERM or SIGINT it saves a checkpoint and raises Interrupted (exit 143 or 130); with
     --nan-policy stop a non-finite loss raises Diverged (exit 3). Either way the trackers are
@@ -64,7 +69,7 @@ def train(cfg: TrainConfig, tracking: Tracking) -> dict[str, Any]:
     """
     try:
         with StopSignals() as signals:  # from the start: a signal during the setup is honoured too
-            trainer = Trainer.create(cfg, tracking, signals=signals)
+            trainer = Trainer.create(cfg, tracking, signals=signals, given=given)
             status = "failed"  # unless the run reaches one of the ends below
             try:
                 trainer.loop()
@@ -119,9 +124,10 @@ class Data:
 class Trainer:
     def __init__(
         self, cfg: TrainConfig, engine: Engine, data: Data, run: trackkit.Run, progress: Progress,
-        state: dict | None = None, *, signals: StopSignals | None = None,
+        state: dict | None = None, *, signals: StopSignals | None = None, choices: TrackingChoices | None = None,
     ):
         self.cfg = cfg
+        self.choices = choices  # the tracking choices, saved with every checkpoint for --resume
         self.engine = engine
         self.data = data
         self.batches = data.batches
@@ -151,14 +157,19 @@ class Trainer:
 
     # -- setting up ------------------------------------------------------------------------
     @classmethod
-    def create(cls, cfg: TrainConfig, tracking: Tracking, *, signals: StopSignals | None = None) -> Trainer:
+    def create(
+        cls, cfg: TrainConfig, tracking: Tracking, *, signals: StopSignals | None = None,
+        given: Collection[str] | None = None,
+    ) -> Trainer:
         """Check every input before anything is written, then start the trackkit run.
 
         What every process checks alike is checked before the processes first talk to each
         other; the trackkit run starts after that, so that it knows the world size.
         """
         cfg.validate()
+        check_writable(cfg.output_dir)
         resume = _checked_resume(cfg)
+        tracking, choices, change = on_resume(tracking, given, TrackingChoices.saved(resume.meta) if resume else None)
         device = distributed.local_device(pick_device(cfg.device))
         cfg, ds_config = _engine_config(cfg, device, resume)
         documents = read_corpus(cfg.data)
@@ -171,9 +182,11 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the model's initial weights, then dropout
         engine = build_engine(cfg, data, device, ds_config)
         state = _restore(resume, engine) if resume is not None else None
-        run = _start_run(cfg, tracking, data, engine, resume, ds_config)
+        if change:
+            say(change)
+        run = _start_run(cfg, tracking, choices, data, engine, resume, ds_config)
         _save_tokenizer(cfg, data.tokenizer, run)
-        return cls(cfg, engine, data, run, Progress.of(resume), state, signals=signals)
+        return cls(cfg, engine, data, run, Progress.of(resume), state, signals=signals, choices=choices)
 
     # -- the loop ----------------------------------------------------------------------------
     def loop(self, until: int | None = None) -> None:
@@ -340,6 +353,7 @@ class Trainer:
             "run_id": self.run.info.id if self.run.info else None, "engine": self.engine.name,
             "world_size": distributed.world_size(), "zero_stage": getattr(self.engine, "zero_stage", None),
             "model": asdict(self.data.model_cfg), "config": self.cfg.to_dict(),
+            "tracking": self.choices.to_meta() if self.choices else None,
         }
         state = {
             "rng": ckpt.rng_state(),
@@ -455,17 +469,21 @@ def build_engine(cfg: TrainConfig, data: Data, device: torch.device, ds_config: 
 
 
 def _start_run(
-    cfg: TrainConfig, tracking: Tracking, data: Data, engine: Engine, resume: ckpt.Checkpoint | None,
-    ds_config: dict[str, Any] | None,
+    cfg: TrainConfig, tracking: Tracking, choices: TrackingChoices, data: Data, engine: Engine,
+    resume: ckpt.Checkpoint | None, ds_config: dict[str, Any] | None,
 ) -> trackkit.Run:
     """The trackkit run (on ranks other than 0, a run that does nothing): new, or the checkpoint's continued."""
     # --resume where a run was killed before its first checkpoint: the same run, again from step 0.
     restart = resume is None and cfg.resume == "auto" and run_json_path(cfg.output_dir).exists()
+    config = _tracked_config(cfg, data, engine, ds_config)
+    tracked = choices.config()
+    if "wandb" in choices.trackers:
+        tracked.setdefault("wandb_project", project_of(tracking))
+    config.update({k: v for k, v in tracked.items() if k not in config})  # a training setting keeps its name
     return tracking.start(
         output_dir=cfg.output_dir,
-        # One project name for every backend: the wandb project's (its default is the guide's).
-        project=tracking.options.get("wandb_project") or os.environ.get("WANDB_PROJECT") or "gpt-pretrain",
-        config=_tracked_config(cfg, data, engine, ds_config),
+        project=project_of(tracking),  # one project name for every backend: the wandb project's
+        config=config,
         resume_from_step=resume.step if resume else (0 if restart else None),
         run_id=resume.meta.get("run_id") if resume else None,
         handle_signals=False,  # the trainer's own (faults.py) stop after the step, with a checkpoint

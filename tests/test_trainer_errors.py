@@ -150,3 +150,57 @@ def test_the_console_script_exits_2_with_one_line_on_stderr(tmp_path):
     # Lines from trackkit itself (a tracker plugin it could not load) are not the trainer's.
     own = [line for line in proc.stderr.splitlines() if not line.startswith("trackkit: ")]
     assert own == ["Error: --batch-size must be positive, got 0"]
+
+
+# -- the output folder: every path the trainer writes is checked before anything is -----------------
+def test_an_output_dir_that_is_a_file_is_one_line(tmp_path):
+    path = data_file(tmp_path, b"not a folder", "taken")
+    result = train("--output-dir", path, "--max-steps", 2)
+    assert one_line_error(result) == f"Error: --output-dir {path}: {path} is a file, not a folder"
+    assert path.read_bytes() == b"not a folder"
+    under = train("--output-dir", path / "run", "--max-steps", 2)
+    assert one_line_error(under) == f"Error: --output-dir {path}/run cannot be created: {path} is a file, not a folder"
+
+
+def test_a_checkpoints_path_that_is_a_file_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    data_file(out, b"", "checkpoints")
+    result = train("--output-dir", out, "--max-steps", 2)
+    assert one_line_error(result) == f"Error: --output-dir {out}: {out}/checkpoints is a file, not a folder"
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
+
+
+@pytest.fixture
+def read_only(tmp_path) -> Path:
+    """A read-only filesystem: it refuses writes even to root, which permission bits do not."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(folder)], capture_output=True,
+                                 text=True)
+    except FileNotFoundError:
+        pytest.skip("no mount command here to make a read-only filesystem")
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs (needs root): {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("under", ["", "sub/run"], ids=["the-folder", "under-it"])
+def test_a_read_only_output_dir_or_parent_is_one_line(read_only, tmp_path, under):
+    out = read_only / under if under else read_only
+    before = sorted(tmp_path.rglob("*"))
+    result = train("--output-dir", out, "--max-steps", 2)
+    assert one_line_error(result) == f"Error: --output-dir {out} cannot be written: {read_only} is on a read-only " \
+                                     "filesystem"
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="permission bits do not stop root; the read-only mount test covers it")
+def test_an_output_dir_without_write_permission_is_one_line(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir(mode=0o555)
+    result = train("--output-dir", folder / "run", "--max-steps", 2)
+    assert one_line_error(result) == (f"Error: --output-dir {folder}/run cannot be written: {folder} is not writable "
+                                      "(permission denied)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -10,9 +11,12 @@ import torch
 from trainer_util import SMALL_MODEL, events, train, write_corpus
 
 from reference_trainer import checkpoint as ckpt
+from reference_trainer.config import TrainConfig
 from reference_trainer.engine import TorchEngine
 from reference_trainer.model import GPT, GPTConfig
 from reference_trainer.optim import Optimization
+from reference_trainer.train import train as run_train
+from trackkit.options import Tracking
 
 OPTIM = Optimization(learning_rate=1e-3, min_lr=1e-4, warmup_steps=1, decay_steps=10)
 
@@ -216,3 +220,70 @@ def test_a_folder_holding_only_a_step_folder_is_not_trained_into_without_resume(
     resumed = train("--output-dir", out, "--resume", "--max-steps", 12, "--tracker", "jsonl")
     assert resumed.exit_code == 0, resumed.output
     assert [e["step"] for e in events(out, "train")] == [11, 12]
+
+
+# -- the trackers and their options come back with --resume ----------------------------------------------------
+def tensorboard_steps(run, tag: str = "train/loss") -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return [e.step for e in accumulator.Scalars(tag)]
+
+
+def run_json(run) -> dict:
+    return json.loads((run / "trackkit" / "run.json").read_text())
+
+
+@pytest.fixture
+def tracked_run(tmp_path):
+    """Ten steps with console, jsonl and tensorboard, and a tracker option given."""
+    data = write_corpus(tmp_path, chars=1500)
+    out = tmp_path / "run"
+    result = train("--data", data, *SMALL_MODEL, "--output-dir", out, "--max-steps", 10, "--log-interval", 1,
+                   "--tracker", "console,jsonl,tensorboard", "--console-lang", "en", "--lr-decay-steps", 20)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_resume_restores_the_runs_trackers_and_their_options(tracked_run):
+    result = train("--output-dir", tracked_run, "--resume", "--max-steps", 20)
+    assert result.exit_code == 0, result.output
+    assert run_json(tracked_run)["trackers"] == ["console", "jsonl", "tensorboard"]
+    assert tensorboard_steps(tracked_run) == list(range(1, 21))  # TensorBoard did not stop at step 10
+    assert re.search(r"^step +20 \| epoch", result.output, re.M)  # --console-lang en came back too
+    assert "tracking" not in result.output  # nothing changed, nothing said
+    meta = json.loads((tracked_run / "checkpoints" / "last" / "meta.json").read_text())
+    assert meta["tracking"] == {"trackers": ["console", "jsonl", "tensorboard"], "options": {"console_lang": "en"},
+                                "system_metrics": None}
+    config = json.loads((tracked_run / "trackkit" / "config.json").read_text())
+    assert (config["trackers"], config["console_lang"]) == ("console,jsonl,tensorboard", "en")
+
+
+def test_tracking_given_again_wins_and_the_change_is_said_in_one_line(tracked_run):
+    result = train("--output-dir", tracked_run, "--resume", "--max-steps", 12, "--tracker", "jsonl,tensorboard",
+                   "--console-lang", "zh")
+    assert result.exit_code == 0, result.output
+    changed = [line for line in result.output.splitlines() if "tracking" in line]
+    assert changed == ["trackkit-train: resuming with other tracking than the checkpoint's: trackers "
+                       "console,jsonl,tensorboard -> jsonl,tensorboard; console_lang 'en' -> 'zh'"]
+    assert run_json(tracked_run)["trackers"] == ["jsonl", "tensorboard"]
+    # --use_wandb alone adds wandb to what the checkpoint recorded.
+    again = train("--output-dir", tracked_run, "--resume", "--max-steps", 14, "--use_wandb", "--offline")
+    assert again.exit_code == 0, again.output
+    assert run_json(tracked_run)["trackers"] == ["jsonl", "tensorboard", "wandb"]
+    assert "trackers jsonl,tensorboard -> jsonl,tensorboard,wandb; offline None -> True" in again.output
+
+
+def test_tracking_choices_are_recorded_without_secrets(tmp_path):
+    data = write_corpus(tmp_path, chars=1500)
+    out = tmp_path / "run"
+    cfg = TrainConfig(data=str(data), n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4, eval_batches=4,
+                      max_steps=2, output_dir=str(out))
+    options = {"my_api_key": "SECRET-1", "HF_TOKEN": "SECRET-2", "db_password": "SECRET-3", "tokenizer_note": "kept"}
+    run_train(cfg, Tracking(["jsonl"], options))
+    meta = json.loads((out / "checkpoints" / "last" / "meta.json").read_text())
+    assert meta["tracking"] == {"trackers": ["jsonl"], "options": {"tokenizer_note": "kept"}, "system_metrics": None}
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert b"SECRET-" not in path.read_bytes(), path
