@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import Field
 from pathlib import Path
@@ -23,7 +22,16 @@ from click.core import ParameterSource
 from trackkit.options import ENV_TRACKERS, Tracking, tracker_options
 
 from . import checkpoint as ckpt
-from .config import GROUPS, TrainConfig, default_text, option_fields, spec, spellings, value_type
+from .config import (
+    GROUPS,
+    TrainConfig,
+    default_output_dir,
+    default_text,
+    option_fields,
+    spec,
+    spellings,
+    value_type,
+)
 from .errors import InputError
 from .sample import generate_text
 from .train import train
@@ -182,7 +190,7 @@ def resolve_config(ctx: click.Context, options: dict[str, Any]) -> TrainConfig:
     resume = options["resume"]
     if options["output_dir"] is None:
         found_at = ckpt.read(Path(resume)).run_dir if resume not in (None, "auto") else None
-        values["output_dir"] = str(found_at or Path("runs", time.strftime("%Y%m%d-%H%M%S")))
+        values["output_dir"] = str(found_at or default_output_dir())
     checkpoint = ckpt.find(resume, values["output_dir"])
     if checkpoint is not None:
         saved = TrainConfig.from_dict(checkpoint.meta["config"]).to_dict()

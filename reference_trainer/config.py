@@ -9,6 +9,7 @@ with both spellings (``--batch-size`` and ``--batch_size``, cli.py), the grouped
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from functools import cache
 from typing import Any, get_args, get_type_hints
@@ -136,8 +137,12 @@ class TrainConfig:
                              "(leave that step's update out; checks every step) or stop (keep the last good "
                              "checkpoint, exit 3).", choices=NAN_POLICIES)
     # -- checkpoints
-    output_dir: str = option("runs/default", "Checkpoints", "The run's folder.", metavar="DIR", setting=False,
-                             default_text="runs/YYYYmmdd-HHMMSS; the checkpoint's run when resuming")
+    output_dir: str = field(default_factory=lambda: default_output_dir(), metadata={
+        "option": Spec("Checkpoints", "The run's folder.", metavar="DIR", setting=False,
+                       default_text="runs/YYYYmmdd-HHMMSS; the checkpoint's run when resuming")})
+    overwrite_output_dir: bool = option(False, "Checkpoints", "Start a new run in an --output-dir that holds one: "
+                                        "its checkpoints, record and tracker folders are deleted first.",
+                                        setting=False)
     checkpoint_interval: int = option(500, "Checkpoints", "Save checkpoints/last every N steps (and at the end); "
                                       "0: at the end only.", NOT_NEGATIVE)
     resume: str | None = option(None, "Checkpoints", "Continue from a checkpoint folder; alone (or 'auto'): from "
@@ -198,6 +203,11 @@ class TrainConfig:
         """A config from saved values; keys this version does not know are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def default_output_dir() -> str:
+    """``runs/<date>-<time>``: a new folder for every run started without --output-dir."""
+    return time.strftime("runs/%Y%m%d-%H%M%S")
 
 
 def flag(name: str) -> str:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from trackkit.options import Tracking
+
+from .config import TrainConfig
 
 SECRET_ENDINGS = ("key", "token", "secret", "password")
 DEFAULT_PROJECT = "gpt-pretrain"  # the guide's
@@ -91,6 +94,22 @@ def on_resume(
     restored = Tracking(merged.trackers, {**tracking.options, **merged.options}, merged.system_metrics)
     change = merged.changes_from(saved)
     return restored, merged, change and f"resuming with other tracking than the checkpoint's: {change}"
+
+
+def run_name(cfg: TrainConfig, tracking: Tracking, recorded: str | None) -> str:
+    """The run's name in every backend: the one recorded (a resumed run keeps it), else --wandb-run-name
+    or $WANDB_RUN_NAME, else the guide's ``model-<size>-lr-<lr>-<YYYYmmdd_HHMMSS>``."""
+    given = recorded or tracking.options.get("wandb_run_name") or os.environ.get("WANDB_RUN_NAME")
+    if given:
+        return given
+    size = f"{cfg.n_layer}layer" if cfg.n_layer is not None else cfg.model
+    return f"model-{size}-lr-{compact(cfg.learning_rate)}-{time.strftime('%Y%m%d_%H%M%S')}"
+
+
+def compact(number: float) -> str:
+    """A learning rate as people write it: ``1e-3``, ``3e-4``, ``2.5e-4``."""
+    mantissa, exponent = f"{number:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def project_of(tracking: Tracking) -> str:

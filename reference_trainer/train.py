@@ -51,8 +51,8 @@ from .errors import InputError
 from .faults import Diverged, Interrupted, StopSignals, say
 from .model import GPT, GPTConfig
 from .optim import Optimization
-from .outputs import check_writable
-from .tracking import TrackingChoices, on_resume, project_of
+from .outputs import check_writable, clear, holds_run
+from .tracking import TrackingChoices, on_resume, project_of, run_name
 
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")  # what a checkpoint fixes
 
@@ -184,6 +184,7 @@ class Trainer:
         state = _restore(resume, engine) if resume is not None else None
         if change:
             say(change)
+        _overwrite(cfg)
         run = _start_run(cfg, tracking, choices, data, engine, resume, ds_config)
         _save_tokenizer(cfg, data.tokenizer, run)
         return cls(cfg, engine, data, run, Progress.of(resume), state, signals=signals, choices=choices)
@@ -350,7 +351,8 @@ class Trainer:
         self.run.flush(timeout=self.cfg.tracker_timeout)
         meta = {
             **asdict(p), "best_val_loss": _loss_to_json(p.best_val_loss),
-            "run_id": self.run.info.id if self.run.info else None, "engine": self.engine.name,
+            "run_id": self.run.info.id if self.run.info else None,
+            "run_name": self.run.info.name if self.run.info else None, "engine": self.engine.name,
             "world_size": distributed.world_size(), "zero_stage": getattr(self.engine, "zero_stage", None),
             "model": asdict(self.data.model_cfg), "config": self.cfg.to_dict(),
             "tracking": self.choices.to_meta() if self.choices else None,
@@ -410,17 +412,33 @@ class Trainer:
 
 # -- setting up, step by step (Trainer.create) ----------------------------------------------
 def _checked_resume(cfg: TrainConfig) -> ckpt.Checkpoint | None:
-    """The checkpoint --resume continues, if any, once it is known to belong in --output-dir."""
+    """The checkpoint --resume continues, if any, once it is known to belong in --output-dir.
+
+    Without --resume, a folder that holds a run is trained into only with --overwrite-output-dir.
+    """
+    if cfg.overwrite_output_dir:
+        if cfg.resume is not None:
+            raise InputError("--overwrite-output-dir starts a new run and --resume continues one; give one of them")
+        return None
     resume = ckpt.find(cfg.resume, cfg.output_dir)
     if resume is not None:
         _check_same_run(resume, cfg.output_dir)
         if resume.note:
             say(resume.note)
-    elif ckpt.holds_checkpoints(cfg.output_dir):
-        raise InputError(
-            f"{cfg.output_dir} already holds checkpoints; resume them (--resume) or choose another --output-dir"
-        )
+    elif cfg.resume is None and holds_run(cfg.output_dir):
+        what = "checkpoints" if ckpt.holds_checkpoints(cfg.output_dir) else "a run"
+        raise InputError(f"{cfg.output_dir} already holds {what}; continue with --resume, start over with "
+                         "--overwrite-output-dir (deletes them), or choose another --output-dir")
     return resume
+
+
+def _overwrite(cfg: TrainConfig) -> None:
+    """--overwrite-output-dir: the old run's files go (rank 0 deletes them) before the new run writes any."""
+    if cfg.overwrite_output_dir and distributed.is_main():
+        deleted = clear(cfg.output_dir)
+        if deleted:
+            say(f"--overwrite-output-dir: deleted {', '.join(deleted)} in {cfg.output_dir}; starting a new run")
+    distributed.barrier()
 
 
 def _engine_config(
@@ -482,6 +500,7 @@ def _start_run(
     config.update({k: v for k, v in tracked.items() if k not in config})  # a training setting keeps its name
     return tracking.start(
         output_dir=cfg.output_dir,
+        name=run_name(cfg, tracking, resume.meta.get("run_name") if resume else None),
         project=project_of(tracking),  # one project name for every backend: the wandb project's
         config=config,
         resume_from_step=resume.step if resume else (0 if restart else None),

@@ -228,7 +228,7 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_resume_gives_the_un
     assert f"stopped by {signum.name} at step {stopped}; checkpoint saved" in first.stderr
     assert run_json(out)["status"] == "interrupted"
     assert json.loads((out / "trackkit" / "summary.json").read_text())["status"] == "interrupted"
-    assert "Run run finished: interrupted" in first.out
+    assert f"Run {run_json(out)['name']} finished: interrupted" in first.out
     assert [e["step"] for e in events(out, "train")] == list(range(2, stopped + 1, 2))  # all, up to the stop
     (part,) = wandb_fragments(out)
     assert part.exit_code == 130 and wandb_steps(out) == list(range(2, stopped + 1, 2))
@@ -470,7 +470,7 @@ def test_nan_policy_stop_keeps_the_last_good_checkpoint_and_fails_in_one_line(tm
     assert meta(out, "best")["step"] == 5 and weights_finite(out / "checkpoints" / "best")
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best", "index.json", "last", "step-00000005"]
     assert run_json(out)["status"] == "failed"
-    assert "Run run finished: failed" in proc.out
+    assert f"Run {run_json(out)['name']} finished: failed" in proc.out
     (part,) = wandb_fragments(out)
     assert part.exit_code == 1
     # Recorded as it was: the NaN of step 8's log; none where the checkpoint's read found it first.
