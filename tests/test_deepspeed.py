@@ -6,7 +6,6 @@ one-process run of the plain engine (see multiprocess_util.py).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from multiprocess_util import (
     model_args,
     reference,
 )
-from trainer_util import train
+from trainer_util import child_env, train
 
 from reference_trainer import deepspeed_config
 from reference_trainer.errors import InputError
@@ -162,7 +161,7 @@ RUNS = {
 
 def _through_the_script(tmp_path: Path, args: list[str]) -> subprocess.CompletedProcess:
     """run_pretrain_deepspeed.sh with two processes, USE_WANDB left at its default and no W&B key."""
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY", "NETRC")}
+    env = {k: v for k, v in child_env().items() if k not in ("WANDB_MODE", "WANDB_API_KEY", "NETRC")}
     env.update(HOME=str(tmp_path), WANDB_BASE_URL="http://127.0.0.1:9", NUM_GPUS="2", MASTER_PORT=str(free_port()),
                OMP_NUM_THREADS="1")
     result = subprocess.run([str(REPO / "scripts" / "run_pretrain_deepspeed.sh"), *args], env=env, text=True,

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import torch
-from trainer_util import SMALL_MODEL, write_corpus
+from trainer_util import SMALL_MODEL, child_env, write_corpus
 
 from trackkit.record import read_events
 from trackkit.wandb_files import RunFile, run_files
@@ -54,8 +54,8 @@ class TrainProcess:
     started: list[TrainProcess] = []
 
     def __init__(self, *args: Any, nan_at: int | None = None):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+        env = child_env(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+                        PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
         command = [TRAINER] if nan_at is None else [sys.executable, str(TESTS / "nan_engine.py"), str(nan_at)]
         self.popen = subprocess.Popen(
             [*command, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,

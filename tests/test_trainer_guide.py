@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN
-from trainer_util import SMALL_MODEL, events, train, write_corpus
+from trainer_util import SMALL_MODEL, child_env, events, train, write_corpus
 
 from reference_trainer import PretrainConfig, pretrain
 from reference_trainer.errors import InputError
@@ -53,7 +53,7 @@ def tensorboard_name(run: Path) -> str:
 
 def python_m(*args: object, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "reference_trainer", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, cwd=cwd, env=env)
+                          text=True, timeout=300, cwd=cwd, env=env or child_env())
 
 
 # -- python -m reference_trainer ---------------------------------------------------------------------
@@ -214,7 +214,7 @@ GUIDE_METRICS = {
 
 def script_env(tmp_path: Path) -> dict[str, str]:
     """No W&B key, no ~/.netrc, no WANDB_MODE: the scripts choose offline themselves."""
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY", "NETRC")}
+    env = {k: v for k, v in child_env().items() if k not in ("WANDB_MODE", "WANDB_API_KEY", "NETRC")}
     env.update(HOME=str(tmp_path), WANDB_BASE_URL="http://127.0.0.1:9", OMP_NUM_THREADS="1",
                NUM_GPUS="1", MASTER_PORT=str(29500 + os.getpid() % 1000))
     return env

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
-from trainer_util import write_corpus
+from trainer_util import child_env, write_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = [REPO / "scripts" / "run_pretrain_simple.sh", REPO / "scripts" / "run_pretrain_deepspeed.sh"]
@@ -18,7 +17,7 @@ SETTINGS = {"USE_WANDB": "true", "WANDB_PROJECT": "gpt-pretrain", "WANDB_RUN_NAM
 
 def script_env(tmp_path: Path, **settings: str) -> dict[str, str]:
     """No W&B key and no ~/.netrc; should anything still try to go online, it meets a closed port."""
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY", "NETRC", *SETTINGS)}
+    env = {k: v for k, v in child_env().items() if k not in ("WANDB_MODE", "WANDB_API_KEY", "NETRC", *SETTINGS)}
     env.update(HOME=str(tmp_path), WANDB_BASE_URL="http://127.0.0.1:9", OMP_NUM_THREADS="1", **settings)
     return env
 
