@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -48,7 +49,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None  # the first signal, once one came
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}  # what signal.signal returned: a handler, SIG_DFL or SIG_IGN
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
