@@ -110,7 +110,7 @@ def latest(output_dir: str | os.PathLike) -> Checkpoint | None:
         return None
     why = f"{DIRNAME}/{pointers[0].name} {problem(pointers[0])}" if pointers else \
         f"{DIRNAME}/last is missing (a copy that dropped links?)"
-    found.note = f"{why}; resuming from {found.path.name}, the newest complete checkpoint (step {found.step})"
+    found.note = why  # said with where it resumes from (lines.py: resume_fallback)
     return found
 
 
@@ -258,8 +258,7 @@ class Writer:
         if distributed.is_main():
             left = sorted(p.name for p in self.root.glob(UNFINISHED + "*")) if self.root.is_dir() else []
             if left:
-                say(f"{DIRNAME}/ holds unfinished checkpoint folders that a killed process left ({', '.join(left)}); "
-                    "they are not used: remove them to free the space")
+                say("unfinished", dir=DIRNAME, names=", ".join(left))
 
     def save(self, step: int, links: tuple[str, ...], engine: Engine, trainer_state: dict, meta: dict,
              tokenizer: dict) -> Path:
@@ -304,8 +303,7 @@ class Writer:
         if path.exists() and not path.is_symlink():
             kept = _free_name(self.root, f"{link}.copied")
             os.replace(path, kept)
-            say(f"{DIRNAME}/{link} was a folder, not a link (a copy that followed links?): kept as "
-                f"{DIRNAME}/{kept.name}; {DIRNAME}/{link} links to {name} now")
+            say("link_was_folder", dir=DIRNAME, link=link, kept=kept.name, name=name)
         tmp = self.root / f".{link}.{os.getpid()}.tmp"
         tmp.unlink(missing_ok=True)  # this process's own, from a save that failed half way
         tmp.symlink_to(name)  # relative: the run folder can be moved or copied

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import Field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from trackkit.options import ENV_TRACKERS, Tracking, tracker_options
+from trackkit.options import Tracking, tracker_options
 
 from . import checkpoint as ckpt
 from .config import (
@@ -33,6 +32,7 @@ from .config import (
     value_type,
 )
 from .errors import InputError
+from .lines import line
 from .sample import generate_text
 from .train import train
 
@@ -166,16 +166,10 @@ def main(ctx: click.Context, tracking: Tracking, **options: Any) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    given = {p.name for p in ctx.command.params if p.name and _given(ctx, p.name)}
-    if os.environ.get(ENV_TRACKERS):
-        given.add("trackers")
     cfg = resolve_config(ctx, options)
-    final = train(cfg, tracking, given=given)  # on --resume, tracking not given again is the checkpoint's
+    final = train(cfg, tracking, given=tracking.given)  # on --resume, tracking not given again is the checkpoint's
     learned = final["unigram_entropy"] - final["val_loss"]
-    click.echo(
-        f"validation loss {final['val_loss']:.4f} nats vs unigram entropy {final['unigram_entropy']:.4f} nats "
-        f"(a model that ignores context): {learned:+.4f} nats learned from context"
-    )
+    click.echo(line("learned", val=final["val_loss"], entropy=final["unigram_entropy"], learned=learned))
 
 
 def _given(ctx: click.Context, name: str) -> bool:

@@ -19,15 +19,16 @@ from typing import Any
 import click
 
 from . import distributed
+from .lines import line
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 DIVERGED_EXIT_CODE = 3  # 1 is any crash, 2 a usage error: a scheduler can tell the three apart
 
 
-def say(message: str) -> None:
-    """One line for the user on stderr, from rank 0 only."""
+def say(key: str, /, **fields: Any) -> None:
+    """Line ``key`` (lines.py) for the user on stderr, from rank 0 only."""
     if distributed.is_main():
-        click.echo(f"trackkit-train: {message}", err=True)
+        click.echo(f"trackkit-train: {line(key, **fields)}", err=True)
 
 
 class Interrupted(click.exceptions.Exit):
@@ -64,16 +65,16 @@ class StopSignals:
         received = signal.Signals(signum)
         if self.received is None:
             self.received = received
-            hint = "press Ctrl-C again" if received == signal.SIGINT else "Ctrl-C"
-            say(f"{received.name} received: stopping after this step, with a checkpoint ({hint} to stop at once)")
+            hint = line("hint_again" if received == signal.SIGINT else "hint")
+            say("signal", signal=received.name, hint=hint)
         elif received == signal.SIGINT:  # a person who will not wait
-            say("Ctrl-C while stopping: stopping at once; --resume continues from the last checkpoint")
+            say("ctrl_c_again")
             os._exit(128 + signum)
 
     # In a multi-process run, a process may stop for a signal that only another one got so far.
     @property
     def name(self) -> str:
-        return self.received.name if self.received else "a signal to another process"
+        return self.received.name if self.received else line("another_process")
 
     @property
     def exit_code(self) -> int:

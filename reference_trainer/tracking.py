@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from trackkit.options import Tracking
+from trackkit.record import looks_secret
 
 from .config import TrainConfig
 
-SECRET_ENDINGS = ("key", "token", "secret", "password")
 DEFAULT_PROJECT = "gpt-pretrain"  # the guide's
-
-
-def is_secret(key: str) -> bool:
-    """``wandb_api_key``, ``HF_TOKEN``, ``apikey``; not ``tokenizer`` or ``keep_last``."""
-    return any(word.endswith(SECRET_ENDINGS) for word in re.split(r"[^a-z0-9]+", key.lower()))
 
 
 @dataclass
@@ -40,7 +34,7 @@ class TrackingChoices:
     def of(cls, tracking: Tracking, given: Collection[str] | None = None) -> TrackingChoices:
         """The choices in ``tracking``: its options named in ``given`` (None: every one that is set)."""
         options = {k: v for k, v in tracking.options.items()
-                   if v is not None and (given is None or k in given) and not is_secret(k)}
+                   if v is not None and (given is None or k in given) and not looks_secret(k)}
         # As JSON has them (tuples become lists): what meta.json gives back on resume.
         return cls(list(tracking.trackers), json.loads(json.dumps(options, default=str)), tracking.system_metrics)
 
@@ -93,7 +87,7 @@ def on_resume(
         chosen.system_metrics if "system_metrics" in given else saved.system_metrics)
     restored = Tracking(merged.trackers, {**tracking.options, **merged.options}, merged.system_metrics)
     change = merged.changes_from(saved)
-    return restored, merged, change and f"resuming with other tracking than the checkpoint's: {change}"
+    return restored, merged, change
 
 
 def run_name(cfg: TrainConfig, tracking: Tracking, recorded: str | None) -> str:

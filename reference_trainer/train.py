@@ -183,7 +183,7 @@ class Trainer:
         engine = build_engine(cfg, data, device, ds_config)
         state = _restore(resume, engine) if resume is not None else None
         if change:
-            say(change)
+            say("tracking_changed", change=change)
         _overwrite(cfg)
         run = _start_run(cfg, tracking, choices, data, engine, resume, ds_config)
         _save_tokenizer(cfg, data.tokenizer, run)
@@ -257,8 +257,7 @@ class Trainer:
         p = self.progress
         loss = distributed.mean(step_loss).item()
         if p.skipped_steps == 0:
-            say(f"step {p.step + 1}: the loss is {loss}; its update is left out (--nan-policy skip-step), as will be "
-                "those of later steps like it, counted in final/skipped_steps")
+            say("skip_step", step=p.step + 1, loss=loss)
         p.skipped_steps += 1
         return True
 
@@ -375,11 +374,10 @@ class Trainer:
         """After a stop signal: save ``last`` at this step (if this process trained any), and say so."""
         p = self.progress
         if p.step == self.first_step:
-            say(f"stopped by {signal_name} before the first step of this process; --resume starts at step {p.step}")
+            say("stopped_before", signal=signal_name, step=p.step)
             return
         self._save(("last",))
-        say(f"stopped by {signal_name} at step {p.step}; checkpoint saved in "
-            f"{ckpt.checkpoints_dir(self.cfg.output_dir) / 'last'}; continue with --resume")
+        say("stopped_at", signal=signal_name, step=p.step, path=ckpt.checkpoints_dir(self.cfg.output_dir) / "last")
 
     # -- the end -------------------------------------------------------------------------------
     def wrap_up(self) -> dict[str, Any]:
@@ -424,7 +422,7 @@ def _checked_resume(cfg: TrainConfig) -> ckpt.Checkpoint | None:
     if resume is not None:
         _check_same_run(resume, cfg.output_dir)
         if resume.note:
-            say(resume.note)
+            say("resume_fallback", why=resume.note, name=resume.path.name, step=resume.step)
     elif cfg.resume is None and holds_run(cfg.output_dir):
         what = "checkpoints" if ckpt.holds_checkpoints(cfg.output_dir) else "a run"
         raise InputError(f"{cfg.output_dir} already holds {what}; continue with --resume, start over with "
@@ -437,7 +435,7 @@ def _overwrite(cfg: TrainConfig) -> None:
     if cfg.overwrite_output_dir and distributed.is_main():
         deleted = clear(cfg.output_dir)
         if deleted:
-            say(f"--overwrite-output-dir: deleted {', '.join(deleted)} in {cfg.output_dir}; starting a new run")
+            say("overwrite", names=", ".join(deleted), dir=cfg.output_dir)
     distributed.barrier()
 
 
@@ -615,13 +613,6 @@ def _tracked_config(cfg: TrainConfig, data: Data, engine: Engine, ds_config: dic
     if ds_config is not None:
         config.update(deepspeed_config.summary(ds_config))
     return config
-
-
-def console_line(cfg: TrainConfig, batches: EpochBatches) -> dict[str, Any]:
-    """The guide's console line: epoch and batch out of their totals, loss, perplexity, lr, time per step."""
-    return {"console_fields": ["epoch", "batch", "loss", "perplexity", "learning_rate", "elapsed_time"],
-            "console_totals": {"epoch": math.ceil(total_steps(cfg, batches) / batches.steps_per_epoch),
-                               "batch": batches.steps_per_epoch}}
 
 
 def _loss_to_json(loss: float) -> float | None:

@@ -21,6 +21,9 @@ os.environ["TRACKKIT_CONSOLE_LANG"] = "en"  # whatever the machine's locale; tes
 def _wandb_home(tmp_path, monkeypatch):
     for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
+    # wandb puts its service's address in the environment of a process that ran it; a trainer the
+    # test starts would inherit it and hand its run to this process's wandb service.
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
 
 
 @pytest.fixture(autouse=True)

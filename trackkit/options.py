@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from . import messages
 from .dispatch import Limits
@@ -48,6 +49,9 @@ class Tracking:
     options: dict[str, Any] = field(default_factory=dict)
     system_metrics: float | None = None  # seconds between samples of system/ metrics
     buffer_size: int = Limits.buffer_size  # records a failing tracker keeps in memory
+    # The options the user gave (command line, a config file's defaults, TRACKKIT_TRACKERS), by name;
+    # None where nobody knows (a Tracking made in Python): a resumed run keeps its recorded ones.
+    given: set[str] | None = None
 
     def start(self, options: dict[str, Any] | None = None, limits: Limits | None = None, **kwargs: Any) -> Run:
         """``trackkit.start`` with these trackers and options (``options`` given here win); kwargs as
@@ -144,7 +148,8 @@ def tracker_options(default: tuple[str, ...] = ("console", "jsonl")) -> Callable
             if clashes:
                 raise OneLineError(clashes[0])
             chosen = {name: kwargs.pop(name) for name in names if name in kwargs}
-            kwargs["tracking"] = selection(chosen, default)
+            kwargs["tracking"] = tracking = selection(chosen, default)
+            tracking.given = given_options(names)
             return command(*args, **kwargs)
 
         params = getattr(command, "__click_params__", [])
@@ -152,6 +157,15 @@ def tracker_options(default: tuple[str, ...] = ("console", "jsonl")) -> Callable
         return wrapper
 
     return decorate
+
+
+def given_options(names: Collection[str]) -> set[str]:
+    """Which of ``names`` the user gave: on the command line, or as a default a config file set."""
+    ctx = click.get_current_context(silent=True)
+    given = {n for n in names if ctx is not None and ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)}
+    if os.environ.get(ENV_TRACKERS):
+        given.add("trackers")
+    return given
 
 
 def selection(chosen: dict[str, Any], default: tuple[str, ...]) -> Tracking:

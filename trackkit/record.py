@@ -141,7 +141,7 @@ def scrub(value: Any) -> Any:
     (wandb_api_key, HF_TOKEN, apikey, db_password), or the password in a URL (``https://u:p@h``).
     """
     if isinstance(value, Mapping):
-        return {k: MASK if _looks_secret(str(k)) else scrub(v) for k, v in value.items()}
+        return {k: MASK if looks_secret(str(k)) else scrub(v) for k, v in value.items()}
     if isinstance(value, list):
         return [scrub(v) for v in value]
     if isinstance(value, tuple):
@@ -151,7 +151,8 @@ def scrub(value: Any) -> Any:
     return value
 
 
-def _looks_secret(key: str) -> bool:
+def looks_secret(key: str) -> bool:
+    """Whether ``key`` names a credential: a word of it ends in key, token, secret or password."""
     # Every word of the key, not every key containing a marker: tokenizer, train_tokens and
     # keep_last are hyperparameters.
     return any(word.endswith(SECRET_MARKERS) for word in re.split(r"[^a-z0-9]+", key.lower()))
