@@ -133,6 +133,10 @@ class TrainConfig:
     eval_interval: int = option(250, "Training", "Evaluate every N steps (and at each epoch's end); 0: epoch ends "
                                 "only.", NOT_NEGATIVE)
     eval_batches: int = option(100, "Training", "Validation batches per evaluation (of each process).", POSITIVE)
+    # torch's own default: long enough for the slowest rank's checkpoint or rank 0's BPE training.
+    dist_timeout: float = option(1800.0, "Training", "Seconds a process waits for the run's other processes (to "
+                                 "join at the start, at each exchange) before the run stops with an error.", POSITIVE,
+                                 metavar="SECONDS")
     nan_policy: str = option("warn", "Training", "A non-finite training loss: warn (record it, go on), skip-step "
                              "(leave that step's update out; checks every step) or stop (keep the last good "
                              "checkpoint, exit 3).", choices=NAN_POLICIES)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -40,11 +41,15 @@ def import_deepspeed(device_type: str) -> ModuleType:
     return deepspeed
 
 
-def init_distributed(device_type: str) -> None:
-    """Join the launcher's process group, or make a group of one: DeepSpeed needs one either way."""
+def init_distributed(device_type: str, timeout: float) -> None:
+    """Join the launcher's process group, or make a group of one: DeepSpeed needs one either way.
+
+    ``timeout`` (seconds, --dist-timeout) bounds every wait for the other processes.
+    """
     deepspeed = import_deepspeed(device_type)
     distributed.set_single_process_env()
-    deepspeed.init_distributed(dist_backend="nccl" if device_type == "cuda" else "gloo", verbose=False)
+    deepspeed.init_distributed(dist_backend="nccl" if device_type == "cuda" else "gloo", verbose=False,
+                               timeout=timedelta(seconds=timeout))
 
 
 class DeepSpeedEngine:

@@ -7,6 +7,7 @@ helper here then returns at once.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from datetime import timedelta
 from typing import Any
@@ -52,10 +53,35 @@ def set_single_process_env() -> None:
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 
 
-def init(device: torch.device) -> None:
-    """Join the launcher's process group (NCCL on GPUs, gloo on the CPU); nothing to do for a world of one."""
+def initialized() -> bool:
+    """Whether this process has joined its process group."""
+    return dist.is_initialized()
+
+
+def init(device: torch.device, timeout: float) -> None:
+    """Join the launcher's process group (NCCL on GPUs, gloo on the CPU); nothing to do for a world of one.
+
+    ``timeout`` (seconds, --dist-timeout) bounds every wait for the other processes: joining, and
+    each exchange after it.
+    """
     if launched() and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout))
+
+
+def lost_contact(exc: BaseException) -> bool:
+    """Whether ``exc`` says that another process did not answer: it died, hangs, or never joined.
+
+    torch raises DistError and its kinds (store, network, backend) for these; gloo's own errors
+    (a peer that closed its connection, a receive that timed out) come as plain RuntimeErrors.
+    """
+    return isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and "/gloo/" in str(exc))
+
+
+def reason(exc: BaseException) -> str:
+    """The backend's message in a few words: no source location, no advice paragraph."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h)(:\d+)?\]\s*", "", text)  # gloo's "[.../pair.cc:537] "
+    return text.split(" This is typically caused by")[0].rstrip(". ")
 
 
 def mean(value: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,8 @@
   continues from the last checkpoint either way. A repeated SIGTERM changes nothing: launchers
   (torchrun, DeepSpeed's) forward the scheduler's SIGTERM to processes that got it already.
 - ``--nan-policy stop`` ends a run whose training loss is not finite with ``Diverged`` (exit 3).
+- Another process of a multi-process run that dies, hangs or never joins ends the run with
+  ``LostProcesses`` (exit 4) once --dist-timeout has passed, or at once where its connection broke.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from . import distributed
 from .lines import line
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-DIVERGED_EXIT_CODE = 3  # 1 is any crash, 2 a usage error: a scheduler can tell the three apart
+DIVERGED_EXIT_CODE = 3  # 1 is any crash, 2 a usage error: a scheduler can tell them apart
+LOST_EXIT_CODE = 4  # another process or node was lost: --resume (or an elastic restart) continues
 
 
 def say(key: str, /, **fields: Any) -> None:
@@ -42,6 +45,35 @@ class Diverged(click.ClickException):
 
     def show(self, file=None) -> None:
         if distributed.is_main():  # every process stops alike; one says why
+            super().show(file)
+
+
+class LostProcesses(click.ClickException):
+    """Another process did not answer within --dist-timeout, or its connection broke: one ``Error: ...`` line, exit 4.
+
+    Rank 0 says it (where it is the one left); the trackers are finished "failed" before.
+    """
+
+    exit_code = LOST_EXIT_CODE
+
+    @classmethod
+    def of(cls, exc: BaseException, timeout: float, step: int | None) -> LostProcesses:
+        """What the process waited for, from the backend's error ``exc``; ``step``: the step in progress, if any."""
+        why = distributed.reason(exc)
+        n = distributed.world_size() - 1
+        others = "the run's other process" if n == 1 else f"the run's other {n} processes"
+        if step is None and not distributed.initialized():
+            where = f"to join at {os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+            hint = "a node that never started, or one given another address or port?"
+        else:
+            where = f"at step {step}" if step is not None else "before the first step"
+            hint = "one of them died, hangs or lost its network; --resume continues from the last checkpoint"
+        if "timed out" in why.lower() or "timeout" in why.lower():
+            return cls(f"waited {timeout:g} s (--dist-timeout) for {others} {where}: {why}; {hint}")
+        return cls(f"lost contact with {others} {where}: {why}; {hint}")
+
+    def show(self, file=None) -> None:
+        if distributed.is_main():
             super().show(file)
 
 

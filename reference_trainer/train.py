@@ -48,7 +48,7 @@ from .deepspeed_engine import DeepSpeedEngine
 from .deepspeed_engine import init_distributed as init_deepspeed
 from .engine import Engine, TorchEngine, pick_device
 from .errors import InputError
-from .faults import Diverged, Interrupted, StopSignals, say
+from .faults import Diverged, Interrupted, LostProcesses, StopSignals, say
 from .model import GPT, GPTConfig
 from .optim import Optimization
 from .outputs import check_writable, clear, holds_run
@@ -64,9 +64,11 @@ def train(cfg: TrainConfig, tracking: Tracking, *, given: Collection[str] | None
     --resume the others come from the checkpoint. None: all of ``tracking`` was chosen.
 
     After SIGTERM or SIGINT it saves a checkpoint and raises Interrupted (exit 143 or 130); with
-    --nan-policy stop a non-finite loss raises Diverged (exit 3). Either way the trackers are
-    finished first, with status "interrupted" or "failed" (faults.py).
+    --nan-policy stop a non-finite loss raises Diverged (exit 3); another process that dies, hangs
+    or never joins raises LostProcesses (exit 4). Either way the trackers are finished first, with
+    status "interrupted" or "failed" (faults.py).
     """
+    trainer: Trainer | None = None
     try:
         with StopSignals() as signals:  # from the start: a signal during the setup is honoured too
             trainer = Trainer.create(cfg, tracking, signals=signals, given=given)
@@ -85,6 +87,11 @@ def train(cfg: TrainConfig, tracking: Tracking, *, given: Collection[str] | None
                 raise
             finally:
                 trainer.run.finish(status, timeout=cfg.tracker_timeout)
+    except Exception as exc:
+        if not distributed.lost_contact(exc):
+            raise
+        step = trainer.progress.step + 1 if trainer is not None else None
+        raise LostProcesses.of(exc, cfg.dist_timeout, step) from None  # one line, not a traceback per rank
     finally:
         distributed.shutdown()
 
@@ -174,9 +181,9 @@ class Trainer:
         cfg, ds_config = _engine_config(cfg, device, resume)
         documents = read_corpus(cfg.data)
         if cfg.deepspeed:
-            init_deepspeed(device.type)
+            init_deepspeed(device.type, cfg.dist_timeout)
         else:
-            distributed.init(device)
+            distributed.init(device, cfg.dist_timeout)
         data = load_data(cfg, documents, resume)
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)  # the model's initial weights, then dropout

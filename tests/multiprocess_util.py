@@ -7,11 +7,15 @@ noise) if and only if the losses logged are averages over both processes.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import BIN
 from trainer_util import SMALL_MODEL, child_env, events, train, write_corpus
@@ -23,6 +27,7 @@ SCHEDULE = ["--max-steps", "6", "--log-interval", "1", "--eval-interval", "3", "
             "--lr-decay-steps", "6", "--device", "cpu", "--checkpoint-interval", "0"]
 ALL_TRACKERS = ["--tracker", "console,jsonl,tensorboard,wandb", "--offline"]
 LAUNCH_TIMEOUT = 300
+PROBE = str(Path(__file__).resolve().parent / "rank_probe.py")  # trackkit-train, watched (see that file)
 
 
 def free_port() -> int:
@@ -39,6 +44,85 @@ def deepspeed_launcher() -> list[str]:
 def torchrun() -> list[str]:
     return [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master-port", str(free_port()),
             str(BIN / "trackkit-train")]
+
+
+def torchrun_node(node_rank: int, port: int, *, nodes: int = 2, restarts: int = 0) -> list[str]:
+    """torchrun for one "node" of ``nodes``, one process each, meeting at 127.0.0.1:``port`` (c10d rendezvous)."""
+    return [str(BIN / "torchrun"), "--nnodes", str(nodes), "--node-rank", str(node_rank), "--nproc-per-node", "1",
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--max-restarts", str(restarts),
+            "--monitor-interval", "0.5"]
+
+
+def deepspeed_node(node_rank: int, hostfile: Path, port: int) -> list[str]:
+    """DeepSpeed's launcher for one "node" of ``hostfile``, started without ssh, meeting at 127.0.0.1:``port``."""
+    return [str(BIN / "deepspeed"), "--no_ssh", "--node_rank", str(node_rank), "--hostfile", str(hostfile),
+            "--master_addr", "127.0.0.1", "--master_port", str(port)]
+
+
+def hostfile(folder: Path, nodes: int = 2) -> Path:
+    """A DeepSpeed hostfile of ``nodes`` machines with one process each (names only: nothing connects to them)."""
+    path = folder / "hostfile"
+    path.write_text("".join(f"node{n} slots=1\n" for n in range(nodes)))
+    return path
+
+
+class Nodes:
+    """Launcher processes started side by side on this machine, each one "node" of a run, each in its own session.
+
+    Every process they start carries a marker in its environment, so that ``kill`` finds the
+    workers too: launchers start them in sessions of their own, and a worker can outlive its
+    launcher (frozen, or orphaned by a kill).
+    """
+
+    started: list[Nodes] = []
+
+    def __init__(self, commands: list[list[object]], logs: Path, **env: str):
+        self.marker = uuid.uuid4().hex
+        self.logs = [logs / f"node{n}-{self.marker[:8]}.log" for n in range(len(commands))]
+        # Two processes share the machine's cores: one thread each keeps them from waiting on each other.
+        environment = child_env(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", TRACKKIT_TEST_NODES=self.marker, **env)
+        self.procs = []
+        for command, log in zip(commands, self.logs):
+            with open(log, "w") as out:
+                self.procs.append(subprocess.Popen([str(c) for c in command], env=environment, stdout=out,
+                                                   stderr=subprocess.STDOUT, start_new_session=True))
+        Nodes.started.append(self)
+
+    def wait(self, timeout: float = LAUNCH_TIMEOUT) -> list[int]:
+        """Every launcher's exit code."""
+        return [p.wait(timeout) for p in self.procs]
+
+    def output(self, node: int | None = None) -> str:
+        """One node's console output, or every node's one after the other."""
+        return "".join(log.read_text() for n, log in enumerate(self.logs) if node in (None, n))
+
+    def kill(self) -> None:
+        """SIGKILL every process these launchers started, wherever it ended up."""
+        for proc in psutil.process_iter():
+            try:
+                if proc.environ().get("TRACKKIT_TEST_NODES") == self.marker:
+                    os.kill(proc.pid, signal.SIGKILL)
+            except (psutil.Error, ProcessLookupError):
+                pass
+        for proc in self.procs:
+            proc.wait()
+
+
+@pytest.fixture
+def nodes_killed_after():
+    """A test's launchers and everything they started are gone after it, passed or failed."""
+    yield
+    while Nodes.started:
+        Nodes.started.pop().kill()
+
+
+def writes(folder: Path) -> dict[int, list[dict]]:
+    """What each rank changed on disk, as tests/rank_probe.py recorded it: {rank: [record, ...]}."""
+    found: dict[int, list[dict]] = {}
+    for log in sorted(folder.glob("rank-*.jsonl")):  # rank-<RANK>-<pid>.jsonl, empty if it changed nothing
+        records = found.setdefault(int(log.name.split("-")[1]), [])
+        records += [json.loads(line) for line in log.read_text().splitlines()]
+    return found
 
 
 def launch(launcher: list[str], *args: object) -> subprocess.CompletedProcess:
