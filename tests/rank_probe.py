@@ -58,7 +58,8 @@ def watch_writes(folder: str, root: str) -> None:
         busy = True
         try:
             if event == "subprocess.Popen":
-                record: dict[str, Any] = {"event": event, "program": os.fsdecode(args[0] or "")}
+                argv = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
+                record: dict[str, Any] = {"event": event, "command": " ".join(map(os.fsdecode, argv))}
             else:
                 paths = [p for p in _paths(event, args) if (p + os.sep).startswith(root)]
                 record = {"event": event, "paths": paths} if paths else {}
