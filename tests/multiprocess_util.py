@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -92,6 +93,13 @@ class Nodes:
         """Every launcher's exit code."""
         return [p.wait(timeout) for p in self.procs]
 
+    def wait_for_ends(self, count: int, timeout: float = LAUNCH_TIMEOUT) -> None:
+        """Until ``count`` of the launchers have ended."""
+        deadline = time.monotonic() + timeout
+        while sum(p.poll() is not None for p in self.procs) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} launchers ended:\n{self.output()}"
+            time.sleep(0.2)
+
     def output(self, node: int | None = None) -> str:
         """One node's console output, or every node's one after the other."""
         return "".join(log.read_text() for n, log in enumerate(self.logs) if node in (None, n))
@@ -114,6 +122,24 @@ def nodes_killed_after():
     yield
     while Nodes.started:
         Nodes.started.pop().kill()
+
+
+def assert_every_step_once_everywhere(run_dir: Path, steps: list[int]) -> None:
+    """Every train step once in the local record, TensorBoard and wandb (one run id across its parts); run succeeded."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from trackkit.wandb_files import run_files
+
+    record = json.loads((run_dir / "trackkit" / "run.json").read_text())
+    assert record["status"] == "success"
+    assert [e["step"] for e in events(run_dir, "train")] == steps
+    board = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    board.Reload()
+    assert [e.step for e in board.Scalars("train/loss")] == steps
+    parts = run_files(run_dir / "wandb", record["backend_ids"]["wandb"])
+    # One part per process start; a process killed soon after its start may leave one with nothing in it.
+    assert len(parts) >= 2 and {p.run_id for p in parts if p.history} == {record["backend_ids"]["wandb"]}
+    assert [row["train/step"] for p in parts for row in p.history if "train/step" in row] == steps
 
 
 def writes(folder: Path) -> dict[int, list[dict]]:

@@ -10,6 +10,8 @@ the run's record and moves the checkpoint links in the folder every node shares.
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from multiprocess_util import (
     PROBE,
     SCHEDULE,
     Nodes,
+    assert_every_step_once_everywhere,
     assert_one_record,
     corpus,
     deepspeed_node,
@@ -32,6 +35,10 @@ from multiprocess_util import (
     torchrun_node,
     writes,
 )
+from trainer_util import events, train
+
+from reference_trainer.faults import LOST_EXIT_CODE
+from trackkit.wandb_files import run_files
 
 __all__ = ["corpus", "reference", "nodes_killed_after"]  # fixtures
 pytestmark = pytest.mark.usefixtures("nodes_killed_after")
@@ -131,3 +138,95 @@ def test_two_deepspeed_nodes_at_zero_3_through_the_script_stop_and_resume(corpus
     assert (config["engine"], config["zero_stage"], config["world_size"]) == ("deepspeed", 3, 2)
     shards = sorted(p.name for p in (out / "checkpoints" / "last").glob("zero_pp_rank_*"))
     assert shards == [f"zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt" for r in (0, 1) for kind in ("model", "optim")]
+
+
+# -- a node that never arrives, a rank that dies or hangs before its first step -----------------
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("Error:")]
+
+
+@pytest.mark.slow
+def test_a_node_that_never_arrives_ends_the_run_after_dist_timeout_in_one_line(corpus, tmp_path):
+    out = tmp_path / "run"
+    hosts, port = hostfile(tmp_path), free_port()
+    started = time.monotonic()
+    nodes = Nodes([[*deepspeed_node(0, hosts, port), BIN / "trackkit-train", *model_args(corpus, PER_RANK_BATCH),
+                    "--deepspeed", "--device", "cpu", "--dist-timeout", "5", "--output-dir", out, *ALL_TRACKERS]],
+                  tmp_path, DS_ACCELERATOR="cpu")  # node 1 of the hostfile is never started
+    assert nodes.wait() == [LOST_EXIT_CODE], nodes.output()
+    (line,) = error_lines(nodes.output())
+    assert re.fullmatch(
+        rf"Error: waited 5 s \(--dist-timeout\) for the run's other process to join at 127\.0\.0\.1:{port}: Timed "
+        r"out after \d+ seconds waiting for clients\. 1/2 clients joined; a node that never started, or one given "
+        r"another address or port\?", line), line
+    assert "Traceback" not in nodes.output()
+    assert not out.exists()  # nothing started, nothing recorded
+    print(f"a node that never arrived: the launcher ended {time.monotonic() - started:.0f} s after it started")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault, error", [
+    ("kill", "lost contact with the run's other process at step 1: {why}"),
+    ("stop", "waited 5 s (--dist-timeout) for the run's other process at step 1: Timed out waiting 5000ms for recv "
+             "operation to complete"),
+], ids=["dies", "hangs"])
+def test_a_rank_that_dies_or_hangs_before_its_first_step_ends_the_run_in_one_line(corpus, tmp_path, fault, error):
+    out = tmp_path / "run"
+    args = [*model_args(corpus, PER_RANK_BATCH), *SCHEDULE, *ALL_TRACKERS, "--dist-timeout", "5", "--output-dir", out]
+    port = free_port()
+    nodes = Nodes([[*torchrun_node(n, port), PROBE, *args] for n in (0, 1)], tmp_path, PROBE_FAULT=f"1:{fault}@1")
+    # Both nodes end; where rank 1 hangs, only rank 0's (the other waits for ever: the fixture kills it).
+    nodes.wait_for_ends(2 if fault == "kill" else 1)
+
+    (line,) = error_lines(nodes.output())
+    hint = "; one of them died, hangs or lost its network; --resume continues from the last checkpoint"
+    why = re.match(r"Error: lost contact with the run's other process at step 1: (.*); one of", line)
+    assert line == "Error: " + error.format(why=why and why.group(1)) + hint, line
+    assert fault == "stop" or re.search(r"Connection (reset|closed) by peer", line), line
+    assert "LostProcesses" not in nodes.output() and "gloo" not in nodes.output().replace(line, "")
+    assert json.loads((out / "trackkit" / "run.json").read_text())["status"] == "failed"
+    (part,) = run_files(out / "wandb", json.loads((out / "trackkit" / "run.json").read_text())["backend_ids"]["wandb"])
+    assert part.exit_code == 1  # wandb's run finished as failed too
+
+
+# -- elastic restarts and preemption --------------------------------------------------------------
+# Long enough to be stopped half way: a checkpoint every 8 steps, two evaluations, every step logged.
+LONG = ["--max-steps", "48", "--log-interval", "1", "--eval-interval", "16", "--checkpoint-interval", "8",
+        "--warmup-steps", "2", "--lr-decay-steps", "48", "--device", "cpu", "--dist-timeout", "60"]
+
+
+# torch 2.13's restarted workers hang in init_process_group when they share the rendezvous' store with
+# torchrun (pytorch/pytorch#135712); a store of their own each round avoids it (README, pretrain.sbatch).
+ELASTIC_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
+@pytest.fixture(scope="module")
+def long_reference(corpus, tmp_path_factory) -> dict[tuple[str, int], float]:
+    """LONG's losses in one process with both nodes' batches."""
+    out = tmp_path_factory.mktemp("long-reference") / "run"
+    result = train(*model_args(corpus, 2 * PER_RANK_BATCH), *LONG, "--output-dir", out, "--tracker", "jsonl")
+    assert result.exit_code == 0, result.output
+    return losses(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed", [0, 1], ids=["the-tracking-rank", "another-rank"])
+def test_torchrun_restarts_a_killed_worker_and_the_run_continues_from_its_last_checkpoint(
+        corpus, long_reference, tmp_path, killed):
+    out = tmp_path / "run"
+    args = [*model_args(corpus, PER_RANK_BATCH), *LONG, *ALL_TRACKERS, "--output-dir", out, "--resume"]
+    port = free_port()
+    # Killed with SIGKILL as its step 13 begins: the checkpoint of step 8 holds.
+    nodes = Nodes([[*torchrun_node(n, port, restarts=2), PROBE, *args] for n in (0, 1)], tmp_path,
+                  PROBE_FAULT=f"{killed}:kill@13", **ELASTIC_ENV)
+    assert nodes.wait() == [0, 0], nodes.output()
+    assert "Resuming from step 8" in nodes.output()
+    if killed:  # rank 0 was left: it said so, finished its trackers "failed", and torchrun restarted it too
+        (line,) = error_lines(nodes.output())
+        assert line.startswith("Error: lost contact with the run's other process at step 13: "), line
+    assert [e["step"] for e in events(out, "resume")] == [8]
+
+    logged = losses(out)  # what the killed process logged after step 8 is gone; steps 9 to 12 trained again
+    assert logged.keys() == long_reference.keys()
+    assert list(logged.values()) == pytest.approx(list(long_reference.values()), rel=1e-5)
+    assert_every_step_once_everywhere(out, list(range(1, 49)))
