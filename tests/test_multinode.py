@@ -10,7 +10,10 @@ the run's record and moves the checkpoint links in the folder every node shares.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import pytest
 from conftest import BIN, REPO
 from multiprocess_util import (
     ALL_TRACKERS,
+    LAUNCH_TIMEOUT,
     PER_RANK_BATCH,
     PROBE,
     SCHEDULE,
@@ -35,7 +39,7 @@ from multiprocess_util import (
     torchrun_node,
     writes,
 )
-from trainer_util import events, train
+from trainer_util import child_env, events, train
 
 from reference_trainer.faults import LOST_EXIT_CODE
 from trackkit.wandb_files import run_files
@@ -230,3 +234,77 @@ def test_torchrun_restarts_a_killed_worker_and_the_run_continues_from_its_last_c
     assert logged.keys() == long_reference.keys()
     assert list(logged.values()) == pytest.approx(list(long_reference.values()), rel=1e-5)
     assert_every_step_once_everywhere(out, list(range(1, 49)))
+
+
+# -- SLURM: scripts/slurm/pretrain.sbatch, with stand-ins for srun and scontrol ---------------------
+SBATCH = REPO / "scripts" / "slurm" / "pretrain.sbatch"
+FAKE_SLURM = Path(__file__).resolve().parent / "fake_slurm"
+
+
+def slurm_env(tmp_path: Path, **variables: str) -> dict[str, str]:
+    """What a batch script sees in a SLURM job, with tests/fake_slurm's srun and scontrol first on PATH."""
+    return {"PATH": f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}", "SLURM_SUBMIT_DIR": str(REPO),
+            "FAKE_SRUN_LOG": str(tmp_path / "srun.log"), **variables}
+
+
+def test_the_cluster_script_builds_srun_and_torchrun_from_slurms_variables(tmp_path):
+    env = slurm_env(tmp_path, SLURM_JOB_ID="4242", SLURM_NNODES="3", SLURM_JOB_NODELIST="gpu-a,gpu-b,gpu-c",
+                    SLURM_GPUS_ON_NODE="4", FAKE_SRUN_PRINT_ONLY="1")
+    done = subprocess.run(["bash", str(SBATCH), "--model", "gpt2-124m", "--use_wandb"], env=child_env(**env),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    venv = REPO / ".venv" / "bin"
+    assert (tmp_path / "srun.log").read_text().splitlines() == [
+        f"--nodes=3 --ntasks-per-node=1 --kill-on-bad-exit=1 {venv}/torchrun --nnodes 3 --nproc-per-node 4 "
+        "--rdzv-backend c10d --rdzv-endpoint gpu-a:24242 --rdzv-id 4242 --rdzv-conf join_timeout=1800 --max-restarts 2 "
+        f"--shutdown-timeout 100 {venv}/trackkit-train --resume --output-dir runs/slurm-4242 --dist-timeout 1800 "
+        "--model gpt2-124m --use_wandb"]
+
+    env.update(GPUS_PER_NODE="8", MASTER_PORT="29400", DIST_TIMEOUT="600", MAX_RESTARTS="0", OUTPUT_DIR="/shared/a")
+    (tmp_path / "srun.log").unlink()
+    assert subprocess.run(["bash", str(SBATCH)], env=child_env(**env), timeout=60).returncode == 0
+    (call,) = (tmp_path / "srun.log").read_text().splitlines()
+    for part in ("--nproc-per-node 8", "gpu-a:29400", "join_timeout=600", "--max-restarts 0", "--output-dir /shared/a",
+                 "--dist-timeout 600"):
+        assert part in call
+
+
+def test_the_cluster_script_asks_slurm_for_time_to_save_and_refuses_to_run_outside_a_job():
+    text = SBATCH.read_text()
+    header = text[: text.index("\n\n")]  # sbatch reads #SBATCH lines up to the first command
+    assert all(line.startswith("#") for line in header.splitlines())
+    assert "#SBATCH --signal=B:TERM@120" in header.splitlines() and "#SBATCH --requeue" in header.splitlines()
+    outside = {k: v for k, v in child_env().items() if not k.startswith("SLURM_")}
+    done = subprocess.run(["bash", str(SBATCH)], env=outside, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        "Error: pretrain.sbatch runs inside a SLURM job (SLURM_JOB_ID, SLURM_NNODES, SLURM_JOB_NODELIST are not set); "
+        "submit it with sbatch"]
+
+
+@pytest.mark.slow
+def test_a_slurm_job_told_to_stop_saves_exits_143_and_the_same_job_again_resumes(corpus, long_reference, tmp_path):
+    """SLURM's --signal=B:TERM: SIGTERM to the batch shell, which passes it on through srun and torchrun."""
+    out = tmp_path / "run"
+    command = ["bash", SBATCH, *model_args(corpus, PER_RANK_BATCH), *LONG, *ALL_TRACKERS]
+    env = slurm_env(tmp_path, SLURM_JOB_ID="77", SLURM_NNODES="2", SLURM_JOB_NODELIST="127.0.0.1",
+                    OUTPUT_DIR=str(out), GPUS_PER_NODE="1")
+    job = Nodes([command], tmp_path, MASTER_PORT=str(free_port()), **env)
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    while not ((out / "trackkit" / "metrics.jsonl").exists() and events(out, "train")):
+        assert time.monotonic() < deadline and job.procs[0].poll() is None, job.output()
+        time.sleep(0.1)
+    os.kill(job.procs[0].pid, signal.SIGTERM)
+    assert job.wait() == [143], job.output()
+    stopped = json.loads((out / "checkpoints" / "last" / "meta.json").read_text())["step"]
+    assert 0 < stopped < 48 and f"stopped by SIGTERM at step {stopped}; checkpoint saved" in job.output()
+    assert json.loads((out / "trackkit" / "run.json").read_text())["status"] == "interrupted"
+
+    again = Nodes([command], tmp_path, MASTER_PORT=str(free_port()), **env)  # SLURM requeued it: same job id
+    assert again.wait() == [0], again.output()
+    assert f"Resuming from step {stopped}" in again.output()
+    logged = losses(out)
+    assert logged.keys() == long_reference.keys()
+    assert list(logged.values()) == pytest.approx(list(long_reference.values()), rel=1e-5)
+    assert_every_step_once_everywhere(out, list(range(1, 49)))
+    assert len((tmp_path / "srun.log").read_text().splitlines()) == 2
+    print(f"SIGTERM once the first step was recorded: stopped at step {stopped}, resumed to 48")
