@@ -19,7 +19,9 @@ from multiprocess_util import (
 )
 from trainer_util import train
 
+from reference_trainer import distributed
 from reference_trainer.data import EpochBatches, Windows
+from reference_trainer.faults import LostProcesses
 
 __all__ = ["corpus", "reference"]  # fixtures
 
@@ -76,3 +78,26 @@ def test_torchrun_plain_engine_logs_averaged_losses_once_and_resumes(corpus, ref
     refused = train("--resume", "--output-dir", out, "--deepspeed", "--max-steps", 8)
     assert refused.exit_code == 2 and refused.output.splitlines() == [
         f"Error: checkpoint '{out}/checkpoints/last' was written by the torch engine; resume it without --deepspeed"]
+
+
+@pytest.mark.parametrize("error, step, line", [
+    (RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:7571: Connection "
+                  "reset by peer. This is typically caused by a remote worker hanging or bugs in the application."),
+     13, "lost contact with the run's other 2 processes at step 13: Read error [127.0.0.1]:7571: Connection reset by "
+         "peer; one of them died, hangs or lost its network; --resume continues from the last checkpoint"),
+    (RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 5000ms for "
+                  "recv operation to complete"),
+     None, "waited 5 s (--dist-timeout) for the run's other 2 processes before the first step: Timed out waiting "
+           "5000ms for recv operation to complete; one of them died, hangs or lost its network; --resume continues "
+           "from the last checkpoint"),
+])
+def test_a_lost_process_is_said_in_one_line_of_what_was_waited_for(monkeypatch, error, step, line):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setattr(distributed, "initialized", lambda: True)  # as after joining
+    assert distributed.lost_contact(error) and not distributed.lost_contact(RuntimeError("shape mismatch"))
+    assert LostProcesses.of(error, 5.0, step).message == line
+
+
+def test_dist_timeout_is_checked_like_every_option(tmp_path):
+    result = train("--dist-timeout", 0, "--output-dir", tmp_path / "run")
+    assert result.exit_code == 2 and result.output.splitlines() == ["Error: --dist-timeout must be positive, got 0.0"]
