@@ -57,16 +57,16 @@ class LostProcesses(click.ClickException):
     exit_code = LOST_EXIT_CODE
 
     @classmethod
-    def of(cls, exc: BaseException, timeout: float, step: int | None) -> LostProcesses:
-        """What the process waited for, from the backend's error ``exc``; ``step``: the step in progress, if any."""
+    def of(cls, exc: BaseException, timeout: float, done: int | None) -> LostProcesses:
+        """What the process waited for, from the backend's error ``exc``; ``done``: steps done, once the loop began."""
         why = distributed.reason(exc)
         n = distributed.world_size() - 1
         others = "the run's other process" if n == 1 else f"the run's other {n} processes"
-        if step is None and not distributed.initialized():
+        if done is None and not distributed.initialized():
             where = f"to join at {os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
             hint = "a node that never started, or one given another address or port?"
         else:
-            where = f"at step {step}" if step is not None else "before the first step"
+            where = "before the first step" if done is None else f"after step {done}" if done else "in the first step"
             hint = "one of them died, hangs or lost its network; --resume continues from the last checkpoint"
         if "timed out" in why.lower() or "timeout" in why.lower():
             return cls(f"waited {timeout:g} s (--dist-timeout) for {others} {where}: {why}; {hint}")

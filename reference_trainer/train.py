@@ -90,8 +90,8 @@ def train(cfg: TrainConfig, tracking: Tracking, *, given: Collection[str] | None
     except Exception as exc:
         if not distributed.lost_contact(exc):
             raise
-        step = trainer.progress.step + 1 if trainer is not None else None
-        raise LostProcesses.of(exc, cfg.dist_timeout, step) from None  # one line, not a traceback per rank
+        done = trainer.progress.step if trainer is not None else None
+        raise LostProcesses.of(exc, cfg.dist_timeout, done) from None  # one line, not a traceback per rank
     finally:
         distributed.shutdown()
 

@@ -83,8 +83,8 @@ def test_torchrun_plain_engine_logs_averaged_losses_once_and_resumes(corpus, ref
 @pytest.mark.parametrize("error, step, line", [
     (RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:7571: Connection "
                   "reset by peer. This is typically caused by a remote worker hanging or bugs in the application."),
-     13, "lost contact with the run's other 2 processes at step 13: Read error [127.0.0.1]:7571: Connection reset by "
-         "peer; one of them died, hangs or lost its network; --resume continues from the last checkpoint"),
+     12, "lost contact with the run's other 2 processes after step 12: Read error [127.0.0.1]:7571: Connection reset "
+         "by peer; one of them died, hangs or lost its network; --resume continues from the last checkpoint"),
     (RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 5000ms for "
                   "recv operation to complete"),
      None, "waited 5 s (--dist-timeout) for the run's other 2 processes before the first step: Timed out waiting "

@@ -170,9 +170,9 @@ def test_a_node_that_never_arrives_ends_the_run_after_dist_timeout_in_one_line(c
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault, error", [
-    ("kill", "lost contact with the run's other process at step 1: {why}"),
-    ("stop", "waited 5 s (--dist-timeout) for the run's other process at step 1: Timed out waiting 5000ms for recv "
-             "operation to complete"),
+    ("kill", "lost contact with the run's other process in the first step: {why}"),
+    ("stop", "waited 5 s (--dist-timeout) for the run's other process in the first step: Timed out waiting 5000ms "
+             "for recv operation to complete"),
 ], ids=["dies", "hangs"])
 def test_a_rank_that_dies_or_hangs_before_its_first_step_ends_the_run_in_one_line(corpus, tmp_path, fault, error):
     out = tmp_path / "run"
@@ -184,7 +184,7 @@ def test_a_rank_that_dies_or_hangs_before_its_first_step_ends_the_run_in_one_lin
 
     (line,) = error_lines(nodes.output())
     hint = "; one of them died, hangs or lost its network; --resume continues from the last checkpoint"
-    why = re.match(r"Error: lost contact with the run's other process at step 1: (.*); one of", line)
+    why = re.match(r"Error: lost contact with the run's other process in the first step: (.*); one of", line)
     assert line == "Error: " + error.format(why=why and why.group(1)) + hint, line
     assert fault == "stop" or re.search(r"Connection (reset|closed) by peer", line), line
     assert "LostProcesses" not in nodes.output() and "gloo" not in nodes.output().replace(line, "")
@@ -227,7 +227,7 @@ def test_torchrun_restarts_a_killed_worker_and_the_run_continues_from_its_last_c
     assert "Resuming from step 8" in nodes.output()
     if killed:  # rank 0 was left: it said so, finished its trackers "failed", and torchrun restarted it too
         (line,) = error_lines(nodes.output())
-        assert line.startswith("Error: lost contact with the run's other process at step 13: "), line
+        assert line.startswith("Error: lost contact with the run's other process after step 12: "), line
     assert [e["step"] for e in events(out, "resume")] == [8]
 
     logged = losses(out)  # what the killed process logged after step 8 is gone; steps 9 to 12 trained again
