@@ -10,7 +10,7 @@ import pytest
 
 import trackkit
 from trackkit.errors import TrackkitError
-from trackkit.record import read_events
+from trackkit.reading import read_events
 
 
 def events(out):

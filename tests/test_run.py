@@ -14,7 +14,7 @@ import torch
 import trackers_for_tests as t
 
 import trackkit
-from trackkit.record import read_events
+from trackkit.reading import read_events
 
 
 @pytest.fixture(autouse=True)

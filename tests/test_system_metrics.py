@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import trackkit
 from trackkit.options import Tracking, tracker_options
-from trackkit.record import read_events
+from trackkit.reading import read_events
 from trackkit.system import ProcSampler, sources
 
 KEYS = {"system/cpu_percent", "system/process_cpu_percent", "system/process_rss_mb", "system/memory_percent"}

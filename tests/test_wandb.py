@@ -20,7 +20,8 @@ import trackkit
 from trackkit.cli import main as trackkit_cli
 from trackkit.errors import TrackkitError
 from trackkit.options import Tracking, tracker_options
-from trackkit.record import read_events, read_run_json, record_dir
+from trackkit.reading import read_events
+from trackkit.record import read_run_json, record_dir
 from trackkit.wandb_files import RunFile, last_steps, read_records, read_run_file, run_files
 
 wandb = pytest.importorskip("wandb")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,20 +55,6 @@ def read_run_json(output_dir: str | os.PathLike) -> dict[str, Any] | None:
             f"{path} has format {record['format']}, newer than this trackkit reads ({RUN_FORMAT}); upgrade trackkit"
         )
     return record
-
-
-def read_events(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Events of a metrics.jsonl; a last line torn by a kill -9 is skipped, nothing before it."""
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    for number, line in enumerate(lines, 1):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            if number == len(lines):
-                return  # torn last line: everything before it is good
-            raise TrackkitError(f"{path}:{number} is not valid JSON") from None
-        yield event
 
 
 # A recorded event's kind -> (the hook that logged it, the event's fields that were its arguments)

@@ -8,6 +8,7 @@ Only the wall-clock times are new.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from .plugins import plugin_manager, source_for
 from .record import EVENT_HOOKS, hook_call
 from .run import STATUSES
 from .runinfo import RunInfo
-from .runs import final_metrics, load_run
+from .runs import load_run
 
 # Backends a run can be replayed into: DESIGN.md fixes the folder each writes in a run's home.
 TARGETS = ("tensorboard", "wandb")
@@ -45,8 +46,12 @@ def replay(run_dir: str | os.PathLike, target: str) -> Replayed:
     run = load_run(run_dir)
     folder = run.dir / target
     if folder.exists() and any(folder.iterdir()):
-        raise TrackkitError(f"{folder} already exists (trained with {target}, or synced before); remove it to replay again")
-    if not run.events:
+        raise TrackkitError(
+            f"{folder} already exists (trained with {target}, or synced before); remove it to replay again"
+        )
+    events = run.events()  # streamed: a record can hold millions of events
+    first = next(events, None)
+    if first is None:
         raise TrackkitError(f"{run.dir} has no recorded metrics to replay (was the jsonl tracker on?)")
     tracker = source_for(target).create({"offline": True})
     pm = plugin_manager()
@@ -56,18 +61,23 @@ def replay(run_dir: str | os.PathLike, target: str) -> Replayed:
         world_size=run.info.get("world_size", 1),
     )
     result = Replayed(folder)
+    final: dict[str, Any] = {}
     try:
         pm.hook.trackkit_start(run=info, config=run.config)
-        for number, event in enumerate(run.events, 1):
+        for number, event in enumerate(itertools.chain([first], events), 1):
+            if event["event"] == "final":
+                final.update(event["metrics"])
             _replay_event(pm, number, event, result)
         pm.hook.trackkit_flush()
     except Exception as exc:
         with contextlib.suppress(Exception):  # let the backend close its files; the first error is the news
             pm.hook.trackkit_finish(status="failed", summary={"status": "failed"})
+        if isinstance(exc, TrackkitError):  # the record's own FILE:LINE error
+            raise
         raise TrackkitError(f"the {target} tracker failed replaying {run.dir}: {exc}") from exc
     status = run.info.get("status") if run.info.get("status") in STATUSES else "interrupted"
     summary = {
-        "status": status, "final": final_metrics(run),
+        "status": status, "final": final,
         "trackers": {target: {"state": "ok", "delivered": result.events, "lost": 0}},
     }
     pm.hook.trackkit_finish(status=status, summary=summary)

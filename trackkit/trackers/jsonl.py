@@ -14,8 +14,10 @@ import os
 import time
 from typing import Any
 
+from ..appending import RecordAppender
 from ..hookspecs import hookimpl
-from ..record import read_events, record_dir, write_json_atomic
+from ..reading import read_events
+from ..record import record_dir, write_json_atomic
 
 
 class JsonlTracker:
@@ -27,22 +29,24 @@ class JsonlTracker:
         self.path = self.dir / "metrics.jsonl"
         if run.resumed and self.path.exists():
             self._truncate_after(run.resumed_from_step)
-        self.file = open(self.path, "a", encoding="utf-8")
+        self.record = RecordAppender(self.path)  # metrics.jsonl, and index.json beside it
         self.step = run.resumed_from_step or 0  # the step of the last record written
         if run.resumed:
             self._write({"event": "resume", "step": run.resumed_from_step})
 
     def _truncate_after(self, step: int) -> None:
         """Drop what a killed or interrupted process logged after the checkpoint it resumes from."""
-        kept = [e for e in read_events(self.path) if e["event"] != "final" and e.get("step", 0) <= step]
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as f:  # streamed: a record can hold millions of events
+            for e in read_events(self.path):
+                if e["event"] != "final" and e.get("step", 0) <= step:
+                    f.write(json.dumps(e) + "\n")
         os.replace(tmp, self.path)
 
     def _write(self, event: dict[str, Any]) -> None:
         self.step = event.get("step", self.step)
         event["time"] = time.time()
-        self.file.write(json.dumps(event) + "\n")
+        self.record.append(event)
 
     @hookimpl
     def trackkit_log_train(self, metrics, step):
@@ -71,10 +75,10 @@ class JsonlTracker:
 
     @hookimpl
     def trackkit_flush(self):
-        self.file.flush()
+        self.record.flush()
 
     @hookimpl
     def trackkit_finish(self, status, summary):
-        self.file.close()
+        self.record.close()
         write_json_atomic(self.dir / "summary.json", summary)
 

@@ -29,7 +29,8 @@ import click
 
 from ..errors import TrackkitError
 from ..hookspecs import hookimpl
-from ..record import hook_call, read_events, record_dir
+from ..reading import read_events
+from ..record import hook_call, record_dir
 from ..report import report
 from ..runinfo import RunInfo
 from ..wandb_files import is_step_axis, last_steps

@@ -1,0 +1,74 @@
+"""Writing metrics.jsonl: one line per event, and index.json kept up to date beside it.
+
+The jsonl tracker decides what an event holds; this module owns how it lands on disk, at a cost
+paid once per record on the tracker's thread.
+"""
+from __future__ import annotations
+
+import json
+import os
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
+from pathlib import Path
+from typing import Any
+
+from . import record_index
+from .record_index import RecordIndex
+
+_BATCH = 4096  # lines held before they are written: a bound on memory between flushes
+
+
+class RecordAppender:
+    """Appends events to a metrics.jsonl; ``flush()`` puts them on disk and saves index.json.
+
+    Lines are written, and folded into the index, a batch at a time: one write and one fold per
+    few thousand events costs far less than one per event, and a kill -9 loses what it would
+    have lost anyway, the records since the last flush.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        # A resumed run continues a record: its index as saved, or rebuilt from it.
+        self.index: RecordIndex = record_index.current(self.path, write=False)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._events: list[dict[str, Any]] = []
+        self._lines: list[str] = []
+
+    def append(self, event: dict[str, Any]) -> None:
+        self._lines.append(encode(event))
+        self._events.append(event)
+        if len(self._lines) >= _BATCH:
+            self._write()
+
+    def flush(self) -> None:
+        self._write()
+        self._file.flush()
+        record_index.save(self.index, self.path, os.fstat(self._file.fileno()))
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.flush()
+            self._file.close()
+
+    def _write(self) -> None:
+        if not self._lines:
+            return
+        self._file.write("\n".join(self._lines) + "\n")
+        # json's output is ASCII (other characters come out as \u escapes): a line's length is its size.
+        self.index.add(self._events, [size + 1 for size in map(len, self._lines)])
+        self._events, self._lines = [], []
+
+
+def encode(event: dict[str, Any]) -> str:
+    """``json.dumps(event)``, without building json's C encoder anew for every call."""
+    return "".join(_ENCODER(event, 0)) if _ENCODER is not None else json.dumps(event)
+
+
+def _unserialisable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# json.dumps's own C encoder with json.dumps's settings (no circular check: an event is a tree);
+# json.dumps makes one per call, which costs as much as writing the metrics. None without _json.
+_ENCODER = c_make_encoder and c_make_encoder(
+    None, _unserialisable, encode_basestring_ascii, None, ": ", ", ", False, False, True
+)
