@@ -23,7 +23,10 @@ class MinMaxCurve:
         self.first = self.last = 0  # the lowest and highest bucket numbers in use
 
     def add(self, step: int, value: float) -> None:
-        if not math.isfinite(value):  # NaN and inf have no place on a linear axis
+        try:
+            if not math.isfinite(value):  # NaN and inf have no place on a linear axis
+                return
+        except OverflowError:  # an int too large for a float: off any axis too
             return
         number = step // self.width
         bucket = self.buckets.get(number)

@@ -101,16 +101,16 @@ def problem(event: Any) -> str | None:
     if type(event) is not dict:
         return f"not an event (a JSON object), got {_short(event)}"
     kind = event.get("event")
-    if kind in _STEPPED and "step" in event and _counter(event["step"]):  # most events: checked fastest
+    for field in REQUIRED.get(kind, ()):
+        if field not in event:
+            return f"a{'n' if kind[0] in 'aeiou' else ''} {kind} event without {field!r}"
+    if kind in _STEPPED and _counter(event.get("step")):  # most events: checked fastest
         return _metrics_problem(event)
     if kind not in KINDS:
         return f"unknown event kind {_short(kind)}"
-    for field in REQUIRED.get(kind, ()):
-        if field not in event:
-            return f"a {kind} event without {field!r}"
     step = event.get("step")
     if "step" not in event and kind not in STEP_OPTIONAL:
-        return f"a {kind} event without a step"
+        return f"a{'n' if kind[0] in 'aeiou' else ''} {kind} event without a step"
     if not (_counter(step) or (step is None and kind in STEP_OPTIONAL)):
         return f"step must be a whole number from 0 to 2**63-1, got {_short(step)}"
     if kind in METRIC_KINDS:
@@ -130,11 +130,11 @@ def _metrics_problem(event: dict[str, Any]) -> str | None:
     if "time" in event and type(event["time"]) not in NUMBERS:
         return f"time must be a number, got {_short(event['time'])}"
     kind = event["event"]
-    if kind == "epoch" and not _counter(event.get("epoch")):
-        return f"epoch must be a whole number from 0 to 2**63-1, got {_short(event.get('epoch'))}"
+    if kind == "epoch" and not _counter(event["epoch"]):
+        return f"epoch must be a whole number from 0 to 2**63-1, got {_short(event['epoch'])}"
     if kind == "metrics":
         try:
-            check_custom(event.get("namespace"))  # type: ignore[arg-type]
+            check_custom(event["namespace"])
         except (TypeError, ValueError) as exc:
             return str(exc)
     return None

@@ -5,8 +5,8 @@ The jsonl tracker folds every event it writes into a RecordIndex and saves it be
 at each flush (appending.py). ``current()`` trusts a saved index only as far as the record bears
 it out, and the record always wins:
 
-- the record is exactly as the index last saw it (same inode, size and modification time): the
-  index is used as it is, and the record is not read at all;
+- the record is as the index last saw it (same size and time of last change): the index is used
+  as it is, and the record is not read at all;
 - the record has grown since (same inode, and the lines at both ends of what the index covers are
   unchanged): only the lines after it are read (a run still running, or killed with kill -9);
 - anything else (no index, a damaged one, another format, a record rewritten by a resume, edited
@@ -97,7 +97,7 @@ class RecordIndex:
                 at = [step for step, m in zip(steps, metrics) if key in m]
                 values = [m[key] for m in metrics if key in m]
             self.last[key], self.last_step[key] = values[-1], at[-1]
-            if any(map(math.isnan, values)):  # NaN is never the lowest or the highest
+            if _any_nan(values):  # NaN is never the lowest or the highest
                 at = [step for step, v in zip(at, values) if v == v]
                 values = [v for v in values if v == v]
                 if not values:
@@ -149,6 +149,13 @@ _TYPES: dict[str, Any] = {
     "counts": dict, "last_train_step": (int, type(None)), "last": dict, "last_step": dict, "low": dict,
     "low_step": dict, "high": dict, "high_step": dict, "final": dict, "artifacts": dict,
 }
+
+
+def _any_nan(values: list[float]) -> bool:
+    try:
+        return any(map(math.isnan, values))
+    except OverflowError:  # an int too large for a float (JSON has no limit) is no NaN
+        return any(v != v for v in values)
 
 
 def index_path(record: str | os.PathLike) -> Path:
@@ -233,8 +240,9 @@ def fold(index: RecordIndex, record: str | os.PathLike) -> bool:
 
 
 def _unchanged(index: RecordIndex, stat: os.stat_result) -> bool:
-    """Whether the record is exactly what ``index`` covered when it was saved."""
-    return index.file == [stat.st_ino, stat.st_size, stat.st_mtime_ns] and index.bytes == stat.st_size
+    """Whether the record is what ``index`` covered when it was saved: the same size and time of
+    last change (not the same inode, so that a copy made with cp -a or rsync -t keeps its index)."""
+    return index.file[1:] == [stat.st_size, stat.st_mtime_ns] and index.bytes == stat.st_size
 
 
 def _only_grew(index: RecordIndex, record: str | os.PathLike, stat: os.stat_result) -> bool:

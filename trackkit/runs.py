@@ -9,7 +9,6 @@ value is that of a metric the caller names (``Best``), the best checkpoint is a 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -175,7 +174,7 @@ def comparison(runs: list[RunRecord], best: Best | None = None, sort: str | None
 
         def order(row: dict[str, Any]) -> tuple[bool, float]:
             value = row[sort] if sort == best.column else row["final"].get(sort)
-            missing = not isinstance(value, (int, float)) or math.isnan(value)
+            missing = not isinstance(value, (int, float)) or value != value  # None or NaN
             return (missing, 0.0 if missing else value)
 
         rows.sort(key=order)
