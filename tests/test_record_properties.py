@@ -3,8 +3,10 @@
 - Any bytes appended to, or inserted anywhere in, a metrics.jsonl give either the events before
   the damage or one ``Error: FILE:LINE: ...`` line (exit code 2, nothing written): never a traceback.
 - Any events the Run API accepts come back exactly from metrics.jsonl and from ``runs export``.
+- The jsonl tracker's encoder writes what json.dumps writes, byte for byte.
 """
 import csv
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import trackkit
+from trackkit.appending import encode
 from trackkit.cli import main as trackkit_cli
 from trackkit.errors import TrackkitError
 from trackkit.reading import read_events
@@ -152,3 +155,20 @@ def test_events_the_run_api_accepts_round_trip_through_the_record_and_export(cal
                 assert "step" not in row or int(row["step"]) == event["step"]
     finally:
         shutil.rmtree(work)
+
+
+# -- the jsonl tracker's encoder -------------------------------------------------------------------
+ANY_VALUE = st.one_of(st.integers(), st.floats(), st.booleans(), st.none(), st.text(max_size=4))
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.one_of(st.sampled_from(["train", "metrics", "final"]), st.text(max_size=3)),
+       fields=st.dictionaries(st.text(max_size=6), ANY_VALUE, max_size=4),
+       metrics=st.dictionaries(st.text(max_size=8), ANY_VALUE, max_size=6),
+       namespace=st.one_of(st.none(), st.text(max_size=5)), order=st.randoms())
+def test_the_trackers_encoder_writes_exactly_what_json_dumps_writes(kind, fields, metrics, namespace, order):
+    items = [("event", kind), ("metrics", metrics), *fields.items()] + ([("namespace", namespace)] if namespace else [])
+    order.shuffle(items)
+    event = dict(items)
+    assert encode(event) == json.dumps(event)
+    assert encode(event) == json.dumps(event)  # the second time through the shape's template
