@@ -132,9 +132,15 @@ def cell(text: str) -> int | float:
 def test_events_the_run_api_accepts_round_trip_through_the_record_and_export(calls):
     work = Path(tempfile.mkdtemp())
     try:
+        accepted = []
         with trackkit.start(["jsonl"], output_dir=work / "run", handle_signals=False) as run:
             for call in calls:
-                log(run, *call)
+                try:
+                    log(run, *call)
+                except (TypeError, ValueError):  # refused at the call, as the Run API may: not recorded
+                    continue
+                accepted.append(call)
+        calls = accepted
         recorded = [e for e in read_events(work / "run" / "trackkit" / "metrics.jsonl")]
         assert [e["event"] for e in recorded] == [kind for kind, _, _ in calls]
         for event, (kind, metrics, step) in zip(recorded, calls):
@@ -142,6 +148,8 @@ def test_events_the_run_api_accepts_round_trip_through_the_record_and_export(cal
             assert event.get("step") == step or kind == "final"
             assert event["metrics"].keys() == {f"{namespace}/{k}" for k in metrics}
             assert all(same(event["metrics"][f"{namespace}/{k}"], v) for k, v in metrics.items())
+        if not calls:
+            return
         result = cli("runs", "export", work / "run", "-o", work / "csv")
         assert result.exit_code == 0, result.output
         for namespace in {"mine" if kind == "metrics" else kind for kind, _, _ in calls}:

@@ -5,6 +5,7 @@ paid once per record on the tracker's thread.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -43,7 +44,10 @@ class RecordAppender:
     def flush(self) -> None:
         self._write()
         self._file.flush()
-        record_index.save(self.index, self.path, os.fstat(self._file.fileno()))
+        # The index is a convenience the readers check and rebuild: failing to save it (a folder
+        # that turned read-only) must not count the records themselves as lost.
+        with contextlib.suppress(OSError):
+            record_index.save(self.index, self.path, os.fstat(self._file.fileno()))
 
     def close(self) -> None:
         if not self._file.closed:

@@ -32,12 +32,14 @@ INT64 = 2**63  # steps must fit the backends' 64-bit integers
 # Kinds whose events carry metrics: a built-in namespace's own, or "metrics" (any other namespace).
 METRIC_KINDS = frozenset({*BUILTIN, "metrics"})
 KINDS = METRIC_KINDS | {"artifact", "resume"}
-_STEPPED = METRIC_KINDS - {FINAL.name}
-_INVALID = object()
-_DECODERS = {False: json.JSONDecoder(), True: json.JSONDecoder(parse_float=NumberText)}
-STEP_OPTIONAL = frozenset({FINAL.name, "artifact"})  # records written before either had a step
-# Fields beyond "event" that a kind must have; "step" is checked apart (final's is optional).
+# Fields beyond "event" that a kind must have. Every kind has a step, but for records written
+# before final and artifact events had one.
 REQUIRED = {"epoch": ("epoch",), "metrics": ("namespace",), "artifact": ("path", "name", "kind", "metadata")}
+STEP_OPTIONAL = frozenset({FINAL.name, "artifact"})
+
+_STEPPED = METRIC_KINDS - {FINAL.name}
+_DECODERS = {False: json.JSONDecoder(), True: json.JSONDecoder(parse_float=NumberText)}
+_INVALID = object()
 
 
 def read_events(path: str | os.PathLike, as_written: bool = False) -> Iterator[dict[str, Any]]:
@@ -100,17 +102,17 @@ def problem(event: Any) -> str | None:
     """What makes ``event`` something other than a recorded event, or None when it is one."""
     if type(event) is not dict:
         return f"not an event (a JSON object), got {_short(event)}"
-    kind = event.get("event")
+    kind: Any = event.get("event")
     for field in REQUIRED.get(kind, ()):
         if field not in event:
-            return f"a{'n' if kind[0] in 'aeiou' else ''} {kind} event without {field!r}"
+            return f"this {kind} event has no {field!r}"
     if kind in _STEPPED and _counter(event.get("step")):  # most events: checked fastest
         return _metrics_problem(event)
     if kind not in KINDS:
         return f"unknown event kind {_short(kind)}"
     step = event.get("step")
     if "step" not in event and kind not in STEP_OPTIONAL:
-        return f"a{'n' if kind[0] in 'aeiou' else ''} {kind} event without a step"
+        return f"this {kind} event has no step"
     if not (_counter(step) or (step is None and kind in STEP_OPTIONAL)):
         return f"step must be a whole number from 0 to 2**63-1, got {_short(step)}"
     if kind in METRIC_KINDS:

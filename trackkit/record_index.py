@@ -51,7 +51,7 @@ class RecordIndex:
         self.head_length = 0  # bytes of the first line, and of the last one folded in: what
         self.tail_length = 0  # a reader compares to see that the record only grew since
         self.file: list[int] = []  # [inode, size, mtime_ns] of the record when saved
-        self.ends: list[int] = []  # CRC-32 of its first line and of the last line covered, then
+        self.ends: list[int] = []  # CRC-32 of its first line and of the last line covered, when saved
         self.counts: dict[str, int] = {}  # events per kind
         self.last_train_step: int | None = None
         self.last: dict[str, float] = {}  # metric -> its last value (stepped namespaces, not final/)

@@ -160,7 +160,7 @@ def comparison(runs: list[RunRecord], best: Best | None = None, sort: str | None
     """
     best = best or Best()
     keys = differing_config(runs)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": run.name, "dir": str(run.dir), "status": run.info.get("status"),
             "config": {k: run.config.get(k) for k in keys}, best.column: best.value(run), "final": run.index.final,
