@@ -71,8 +71,25 @@ def _best_options(command: Callable) -> Callable:
     return wrapper
 
 
-def _when(seconds: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) if seconds else "-"
+def _when(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _trackers(info: dict[str, Any], with_health: bool = False) -> str:
+    """run.json's trackers, each with its state and counts where the run finished and asked for."""
+    names = info.get("trackers")
+    if not isinstance(names, list):
+        return "-"
+    health = info.get("tracker_health") if with_health else None
+    shown = []
+    for name in map(str, names):
+        counts = health.get(name) if isinstance(health, dict) else None
+        if isinstance(counts, dict):
+            name += f" ({counts.get('state')}, {counts.get('delivered')} delivered, {counts.get('lost')} lost)"
+        shown.append(name)
+    return (", " if with_health else ",").join(shown) or "-"
 
 
 # -- trackkit runs ...: the local record, without any backend ---------------------------------------
@@ -87,21 +104,22 @@ def runs() -> None:
 @_one_line_errors
 def list_runs(directory: str, best: records.Best) -> None:
     """The runs under DIRECTORY (default: here), oldest first: one line each."""
-    rows: list[tuple[Any, ...]] = []
+    found: list[tuple[float, tuple[Any, ...]]] = []  # (start time, row)
     for path in records.find_runs(directory):
         try:
             run = records.load_run(path)
-            rows.append((
+            started = run.info.get("started_at")
+            found.append((started if isinstance(started, (int, float)) else 0, (
                 run.name, run.info.get("status"), run.index.last_train_step, best.value(run),
-                ",".join(run.info.get("trackers", [])), run.info.get("started_at"), run.dir,
-            ))
+                _trackers(run.info), _when(started), run.dir,
+            )))
         except TrackkitError as exc:
             report(f"skipped: {exc}")
-    if not rows:
+    if not found:
         raise OneLineError(f"no readable trackkit runs under {directory} (a run is a folder with trackkit/run.json)")
-    rows.sort(key=lambda row: row[5] if isinstance(row[5], (int, float)) else 0)
+    found.sort(key=lambda pair: pair[0])
     header = ("NAME", "STATUS", "STEPS", best.heading, "TRACKERS", "STARTED", "DIR")
-    _echo_lines(records.table([header, *(row[:5] + (_when(row[5]),) + row[6:] for row in rows)]))
+    _echo_lines(records.table([header, *(row for _, row in found)]))
 
 
 @runs.command()
@@ -111,17 +129,11 @@ def list_runs(directory: str, best: records.Best) -> None:
 def show(run_dir: str, best: records.Best) -> None:
     """One run: identity, config, final metrics, the last value of every metric, the best checkpoint."""
     run = records.load_run(run_dir)
-    health = run.info.get("tracker_health", {})
-    trackers = [
-        f"{name} ({health[name]['state']}, {health[name]['delivered']} delivered, {health[name]['lost']} lost)"
-        if name in health else name
-        for name in run.info.get("trackers", [])
-    ]
     found = best.of(run)
     checkpoint = records.best_checkpoint(run)
     _echo_lines(records.table([
         ("name", run.name), ("id", run.info["id"]), ("project", run.info.get("project")),
-        ("status", run.info.get("status")), ("dir", run.dir), ("trackers", ", ".join(trackers) or "-"),
+        ("status", run.info.get("status")), ("dir", run.dir), ("trackers", _trackers(run.info, with_health=True)),
         ("started", _when(run.info.get("started_at"))), ("updated", _when(run.info.get("updated_at"))),
         ("steps", run.index.last_train_step), ("events", run.index.events),
         (f"best {best.key}", _with_step(found)),
