@@ -92,7 +92,8 @@ def build_run(out: Path, events: int, eval_every: int, seed: int, tracker: str =
     run.finish()
     records = events + events // eval_every + 1
     return {"records": records, "seconds": seconds, "records_per_s": records / seconds,
-            "records_per_thread_cpu_s": records / thread_seconds,
+            # None for a run too short for the clock's ticks (tests' small sizes)
+            "records_per_thread_cpu_s": records / thread_seconds if thread_seconds else None,
             "p50_us": statistics.median(costs) / 1000, "p99_us": sorted(costs)[int(len(costs) * 0.99)] / 1000}
 
 
@@ -179,9 +180,9 @@ def print_table(result: dict) -> None:
           f"json.loads of every line: {result['json_read_s']:.2f} s")
     jsonl = result["jsonl"]
     print(f"jsonl tracker: {jsonl['records_per_s']:,.0f} records/s sustained, "
-          f"{jsonl['records_per_thread_cpu_s']:,.0f} per CPU second of its thread "
+          f"{_rate(jsonl['records_per_thread_cpu_s'])} per CPU second of its thread "
           f"(a tracker that does nothing: {jsonl['layer_alone_records_per_s']:,.0f} and "
-          f"{jsonl['layer_alone_records_per_thread_cpu_s']:,.0f}); "
+          f"{_rate(jsonl['layer_alone_records_per_thread_cpu_s'])}); "
           f"log call p50 {jsonl['p50_us']:.2f} us, p99 {jsonl['p99_us']:.2f} us")
     print(f"{'command':10s} {'seconds':>8s} {'peak MB':>8s}")
     for name, figures in result["commands"].items():
@@ -189,6 +190,10 @@ def print_table(result: dict) -> None:
     print("export / json read: {:.2f}x".format(result["commands"]["export"]["seconds"] / result["json_read_s"]))
     missed = [name for name, ok in result["targets_met"].items() if not ok]
     print("targets: all met" if not missed else f"targets missed: {', '.join(missed)}")
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def main() -> None:
