@@ -9,8 +9,9 @@ Builds, through the real Run API and the jsonl tracker, one run of ``--events`` 
 cost while the tracker writes at its sustained rate), and a folder of ``--runs`` runs of
 ``--run-events`` events. Then runs ``trackkit runs list`` (the folder), ``show`` and ``compare``
 (the big run and ``--compare`` - 1 others), ``export``, ``plot`` and ``sync --to tensorboard`` (the
-big run) as subprocesses, each with its wall time and peak memory (the child's maximum resident
-set, from wait4), and reads the big record once with Python's json module as export's yardstick.
+big run) as subprocesses, each with its wall time and peak memory (the process's own high-water
+mark of resident memory, VmHWM), and reads the big record once with Python's json module, the
+yardstick of export's time. Linux only (/proc).
 """
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ from pathlib import Path
 
 import trackkit
 
-TRACKKIT = Path(sys.executable).parent / "trackkit"
 TARGETS = {  # command -> (most seconds, most MB); export's seconds are relative to the json read
     "list": (2.0, 150), "show": (1.0, 150), "compare": (1.0, 150),
     "export": (None, 300), "plot": (None, 300), "sync": (None, 300),
@@ -114,17 +114,34 @@ def json_read_seconds(path: Path) -> float:
     return time.perf_counter() - began
 
 
+# `trackkit ARGS` as the console script runs it, writing its peak resident memory (VmHWM, in KiB)
+# to the file named first. A child's ru_maxrss from wait4 will not do: Linux carries into it the
+# peak of the process it was forked from, this benchmark, whatever the child itself uses.
+_CHILD = """
+import atexit, sys
+out = sys.argv.pop(1)
+def peak():
+    with open("/proc/self/status") as f:
+        kib = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    with open(out, "w") as f:
+        f.write(kib)
+atexit.register(peak)
+from trackkit.cli import main
+sys.argv[0] = "trackkit"
+main()
+"""
+
+
 def measure(*args: str) -> dict[str, float]:
     """Run ``trackkit ARGS``: wall seconds and the peak resident memory of that process, in MB."""
-    began = time.perf_counter()
-    proc = subprocess.Popen([str(TRACKKIT), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, unlike RUSAGE_CHILDREN's running max
-    seconds = time.perf_counter() - began
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    error = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.returncode != 0:
-        raise SystemExit(f"trackkit {' '.join(args)} failed ({proc.returncode}): {error}")
-    return {"seconds": seconds, "peak_mb": usage.ru_maxrss / 1024}  # ru_maxrss is in KiB on Linux
+    with tempfile.NamedTemporaryFile("r") as peak:
+        began = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", _CHILD, peak.name, *args], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        seconds = time.perf_counter() - began
+        if done.returncode != 0:
+            raise SystemExit(f"trackkit {' '.join(args)} failed ({done.returncode}): {done.stderr}")
+        return {"seconds": seconds, "peak_mb": int(peak.read()) / 1024}
 
 
 def run_benchmark(args: argparse.Namespace, work: Path) -> dict:
