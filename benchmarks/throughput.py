@@ -2,6 +2,11 @@
 
     python benchmarks/throughput.py            # a table
     python benchmarks/throughput.py --json     # {"bare_tokens_per_s": .., "none_tokens_per_s": .., ...}
+    python benchmarks/throughput.py --each console,jsonl,tensorboard,wandb,csv,mlflow,mlflow-http
+                                               # each tracker alone against none, side by side
+
+``--trackers`` and ``--each`` take any installed tracker, plugins included; ``mlflow-http`` is the
+MLflow tracker against a ``mlflow server`` this script starts on 127.0.0.1 (SQLite behind it).
 
 All three train the reference CPU configuration (n_layer 4, n_head 4, n_embd 128, block 64,
 batch 12, char tokenizer, dropout 0) on the built-in corpus, in one process:
@@ -79,13 +84,14 @@ class Bare:
 class TrainerLoop:
     """The trainer's own loop, driven chunk by chunk; its run stays open between chunks."""
 
-    def __init__(self, seed: int, trackers: list[str], folder: Path, **overrides):
+    def __init__(self, seed: int, trackers: list[str], folder: Path, options: dict | None = None, **overrides):
         cfg = TrainConfig(**REFERENCE, seed=seed, device="cpu", output_dir=str(folder), max_steps=1_000_000,
                           log_interval=1, eval_interval=0, checkpoint_interval=0, **overrides)
         # The console tracker keeps the stream it finds at start: its lines go to /dev/null.
         self.devnull = open(os.devnull, "w")
+        offline = {"offline": True} if not options else {}  # a server of ours on 127.0.0.1 is no network
         with contextlib.redirect_stdout(self.devnull):
-            self.trainer = Trainer.create(cfg, Tracking(trackers, {"offline": True}))
+            self.trainer = Trainer.create(cfg, Tracking(trackers, {**offline, **(options or {})}))
 
     def run(self, steps: int) -> bool:
         """Train ``steps`` steps; True if an epoch ended among them."""
@@ -143,6 +149,34 @@ def side_by_side(contestants: dict, steps: int, repeats: int, warmup: int) -> di
     return speeds
 
 
+def measure_each(steps: int, repeats: int, warmup: int, seed: int, wanted: tuple[str, ...]) -> dict:
+    """Each tracker alone against ``--tracker none``, all taking turns in the same rounds."""
+    backends = {n: "mlflow" if n == "mlflow-http" else n for n in wanted}  # contestant -> tracker
+    found, missing = available(tuple(dict.fromkeys(backends.values())))
+    if missing:
+        print(f"note: not importable, left out: {', '.join(missing)}", file=sys.stderr)
+    names = [n for n in wanted if backends[n] in found]
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        contestants = {"none": TrainerLoop(seed, [], Path(tmp, "none"))}
+        for name in names:
+            options = {}
+            if name == "mlflow-http":
+                from trackkit_mlflow.local_server import LocalServer
+
+                options["mlflow_tracking_uri"] = stack.enter_context(LocalServer(Path(tmp, "server"))).url
+            contestants[name] = TrainerLoop(seed, [backends[name]], Path(tmp, name), options=options)
+        speeds = side_by_side(contestants, steps, repeats, warmup)
+        for contestant in contestants.values():
+            contestant.close()
+    result: dict = {"none_tokens_per_s": round(statistics.median(speeds["none"]), 1), "trackers": names,
+                    "steps_per_round": steps, "rounds": repeats, "torch_threads": torch.get_num_threads()}
+    for name in names:
+        ratios = [x / y for x, y in zip(speeds[name], speeds["none"])]
+        result[f"{name}_over_none"] = round(statistics.median(ratios), 4)
+        result[f"{name}_over_none_quartiles"] = [round(q, 4) for q in statistics.quantiles(ratios)[::2]]
+    return result
+
+
 def measure(steps: int, repeats: int, warmup: int, seed: int, wanted: tuple[str, ...] = ALL_TRACKERS) -> dict:
     trackers, missing = available(wanted)
     if missing:
@@ -182,10 +216,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--trackers", default=",".join(ALL_TRACKERS),
                         help=f"the trackers of 'all' (default {','.join(ALL_TRACKERS)})")
+    parser.add_argument("--each", metavar="A,B,...",
+                        help="instead: each of these trackers alone against none (mlflow-http: MLflow over HTTP)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
+    if args.each:
+        result = measure_each(args.steps, args.repeats, args.warmup, args.seed, tuple(args.each.split(",")))
+        if args.json:
+            print(json.dumps(result))
+            return
+        print(f" none: {result['none_tokens_per_s']:>10,.0f} tokens/s")
+        for name in result["trackers"]:
+            low, high = result[f"{name}_over_none_quartiles"]
+            print(f"{name + '/none:':<18} {result[f'{name}_over_none']:.3f} (target >= 0.97; half the rounds "
+                  f"{low:.3f}-{high:.3f})")
+        return
     result = measure(args.steps, args.repeats, args.warmup, args.seed, tuple(args.trackers.split(",")))
     if args.json:
         print(json.dumps(result))

@@ -65,7 +65,8 @@ def _read_file(path: Path) -> list[str]:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
+        byte = exc.object[exc.start]
+        raise InputError(f"{path} is not UTF-8 text (byte 0x{byte:02x} at offset {exc.start})") from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
     if path.suffix != ".jsonl":

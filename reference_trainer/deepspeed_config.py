@@ -143,10 +143,9 @@ def _batch_sizes(config: dict, where: str, micro_batch: int, grad_accum: int, wo
 
 
 def _stage(config: dict, where: str, flag: int | None) -> int:
-    in_file = config.get("zero_optimization", {}).get("stage")
-    for value, named in ((flag, "--zero-stage"), (in_file, f"{where}: zero_optimization.stage")):
-        if value is not None and (isinstance(value, bool) or value not in ZERO_STAGES):
-            raise InputError(f"{named} {value!r} is out of range: ZeRO has stages 0, 1, 2 and 3")
+    in_file = config.get("zero_optimization", {}).get("stage")  # the flag's range is TrainConfig's (config.py)
+    if in_file is not None and (isinstance(in_file, bool) or in_file not in ZERO_STAGES):
+        raise InputError(f"{where}: zero_optimization.stage {in_file!r} is out of range: ZeRO has stages 0, 1, 2 and 3")
     if flag is not None and in_file is not None and flag != in_file:
         raise InputError(f"--zero-stage {flag} disagrees with zero_optimization.stage {in_file} in {where}")
     return int(flag if flag is not None else in_file if in_file is not None else 0)

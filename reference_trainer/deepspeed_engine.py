@@ -1,4 +1,4 @@
-"""The DeepSpeed engine: the members of engine.py's TorchEngine on top of ``deepspeed.initialize``.
+"""The DeepSpeed engine: engine.py's ``Engine`` on top of ``deepspeed.initialize``.
 
 ZeRO stage, precision, gradient accumulation and clipping come from the DeepSpeed config
 (deepspeed_config.py); the optimizer and learning-rate schedule are the trainer's own (optim.py),
@@ -18,7 +18,7 @@ import torch
 from . import distributed
 from .deepspeed_config import precision_of
 from .model import GPT
-from .optim import build_optimizer, build_scheduler
+from .optim import Optimization
 
 
 def import_deepspeed(device_type: str) -> ModuleType:
@@ -48,22 +48,11 @@ def init_distributed(device_type: str) -> None:
 
 
 class DeepSpeedEngine:
-    """engine.py's members on a DeepSpeed engine; in a multi-process run every rank calls each of them."""
+    """engine.py's ``Engine`` on a DeepSpeed engine; in a multi-process run every rank calls each member."""
 
     name = "deepspeed"
 
-    def __init__(
-        self,
-        model: GPT,
-        ds_config: dict[str, Any],
-        device_type: str,
-        *,
-        learning_rate: float,
-        weight_decay: float,
-        warmup_steps: int,
-        decay_steps: int,
-        min_lr: float,
-    ):
+    def __init__(self, model: GPT, ds_config: dict[str, Any], device_type: str, optimization: Optimization):
         deepspeed = import_deepspeed(device_type)
         self.num_parameters = model.num_parameters()  # counted now: ZeRO-3 leaves each rank a slice
         self.zero_stage = ds_config["zero_optimization"]["stage"]
@@ -73,8 +62,7 @@ class DeepSpeedEngine:
         self._clips_itself = self.zero_stage == 0 and precision_of(ds_config) == "fp32"
         if self._clips_itself:
             ds_config = {**ds_config, "gradient_clipping": 0.0}
-        self.optimizer = build_optimizer(model, learning_rate, weight_decay, torch.device(device_type))
-        scheduler = build_scheduler(self.optimizer, warmup_steps, decay_steps, min_lr / learning_rate)
+        self.optimizer, scheduler = optimization.build(model, torch.device(device_type))
         self.ds, _, _, _ = deepspeed.initialize(model=model, optimizer=self.optimizer, lr_scheduler=scheduler,
                                                 config=ds_config)
         if self.zero_stage == 0 and distributed.world_size() == 1:
@@ -103,6 +91,10 @@ class DeepSpeedEngine:
             return norm
         self.ds.step()
         return self.ds.get_global_grad_norm()
+
+    def skip_step(self) -> None:
+        # DeepSpeed counts micro-batches in its own step(): an update cannot be left out from outside.
+        raise NotImplementedError("--nan-policy skip-step is not available with --deepspeed (config.py refuses it)")
 
     @property
     def learning_rate(self) -> float:

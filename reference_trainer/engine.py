@@ -1,24 +1,14 @@
 """Engines: what runs the model's math, so that the training loop does not care how.
 
-The loop talks to an engine through six members, and an engine for another backend (DeepSpeed,
-say) provides the same ones:
-
-    loss = engine.forward(x, y)   # mean loss of one micro-batch (CPU tensors in; the engine moves them)
-    engine.backward(loss)         # once per micro-batch; scaled for gradient accumulation
-    engine.step()                 # once per optimizer step: clip, update, advance the LR schedule
-    engine.skip_step()            # instead, where --nan-policy skip-step leaves the update out (TorchEngine only)
-    engine.learning_rate          # the learning rate the next step() uses
-    engine.save(folder, trainer_state)          # model, optimizer, scheduler and the loop's state
-    trainer_state = engine.load(folder)
-    engine.model                  # the bare nn.Module (evaluation mode, sampling)
-    engine.device, engine.num_parameters
-
-Every process of a multi-process run calls each of them (deepspeed_engine.py is the other engine).
+The loop talks to an ``Engine`` (the Protocol below): ``TorchEngine`` here is plain PyTorch,
+``DeepSpeedEngine`` (deepspeed_engine.py) is DeepSpeed's. Every process of a multi-process run
+calls each member.
 """
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -27,7 +17,38 @@ from . import checkpoint as ckpt
 from . import distributed
 from .errors import InputError
 from .model import GPT
-from .optim import build_optimizer, build_scheduler
+from .optim import Optimization
+
+
+class Engine(Protocol):
+    """What the training loop needs of an engine (mypy checks that both engines provide it)."""
+
+    name: str  # "torch" or "deepspeed": recorded with each checkpoint, which only that engine can resume
+    model: GPT  # the bare model (evaluation mode, sampling)
+    device: torch.device
+    num_parameters: int
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The mean loss of one micro-batch (CPU tensors in; the engine moves them)."""
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Once per micro-batch; scaled for gradient accumulation."""
+
+    def step(self) -> torch.Tensor | float | None:
+        """Once per optimizer step: clip, update, advance the schedule; the gradient norm if clipping."""
+
+    def skip_step(self) -> None:
+        """Instead of ``step``, where --nan-policy skip-step leaves the update out."""
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate the next ``step`` uses."""
+
+    def save(self, folder: Path, trainer_state: dict[str, Any]) -> None:
+        """The model, the optimizer, the schedule and ``trainer_state`` (the loop's) into ``folder``."""
+
+    def load(self, folder: Path) -> dict[str, Any]:
+        """Restore what ``save`` wrote; returns ``trainer_state``."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -55,24 +76,13 @@ class TorchEngine:
     name = "torch"
 
     def __init__(
-        self,
-        model: GPT,
-        device: torch.device,
-        *,
-        learning_rate: float,
-        weight_decay: float,
-        warmup_steps: int,
-        decay_steps: int,
-        min_lr: float,
-        grad_clip: float,
-        grad_accum: int,
+        self, model: GPT, device: torch.device, optimization: Optimization, *, grad_clip: float, grad_accum: int,
         compile: bool = False,
     ):
         self.device = device
         self.model = model.to(device)
         self.num_parameters = model.num_parameters()
-        self.optimizer = build_optimizer(model, learning_rate, weight_decay, device)
-        self.scheduler = build_scheduler(self.optimizer, warmup_steps, decay_steps, min_lr / learning_rate)
+        self.optimizer, self.scheduler = optimization.build(model, device)
         self.grad_clip = grad_clip
         self.grad_accum = grad_accum
         # The wrapped module shares its parameters with self.model; checkpoints use self.model
@@ -129,7 +139,7 @@ class TorchEngine:
     def learning_rate(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def save(self, folder: Path, trainer_state: dict) -> None:
+    def save(self, folder: Path, trainer_state: dict[str, Any]) -> None:
         """model.pt, optimizer.pt (with the scheduler) and trainer.pt, by rank 0: DDP keeps every rank's copy equal."""
         if not distributed.is_main():
             return
@@ -138,7 +148,7 @@ class TorchEngine:
                    folder / "optimizer.pt")
         torch.save(trainer_state, folder / ckpt.TRAINER_STATE)
 
-    def load(self, folder: Path) -> dict:
+    def load(self, folder: Path) -> dict[str, Any]:
         """Restore what ``save`` wrote; returns the loop's state."""
         trainer_state = ckpt.load_trainer_state(folder, self.device)
         self.model.load_state_dict(torch.load(folder / "model.pt", map_location=self.device, weights_only=True))

@@ -14,19 +14,21 @@ import os
 import signal
 import threading
 from types import FrameType
+from typing import Any
 
 import click
 
 from . import distributed
+from .lines import line
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 DIVERGED_EXIT_CODE = 3  # 1 is any crash, 2 a usage error: a scheduler can tell the three apart
 
 
-def say(message: str) -> None:
-    """One line for the user on stderr, from rank 0 only."""
+def say(key: str, /, **fields: Any) -> None:
+    """Line ``key`` (lines.py) for the user on stderr, from rank 0 only."""
     if distributed.is_main():
-        click.echo(f"trackkit-train: {message}", err=True)
+        click.echo(f"trackkit-train: {line(key, **fields)}", err=True)
 
 
 class Interrupted(click.exceptions.Exit):
@@ -48,7 +50,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None  # the first signal, once one came
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}  # what signal.signal returned: a handler, SIG_DFL or SIG_IGN
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
@@ -63,16 +65,16 @@ class StopSignals:
         received = signal.Signals(signum)
         if self.received is None:
             self.received = received
-            hint = "press Ctrl-C again" if received == signal.SIGINT else "Ctrl-C"
-            say(f"{received.name} received: stopping after this step, with a checkpoint ({hint} to stop at once)")
+            hint = line("hint_again" if received == signal.SIGINT else "hint")
+            say("signal", signal=received.name, hint=hint)
         elif received == signal.SIGINT:  # a person who will not wait
-            say("Ctrl-C while stopping: stopping at once; --resume continues from the last checkpoint")
+            say("ctrl_c_again")
             os._exit(128 + signum)
 
     # In a multi-process run, a process may stop for a signal that only another one got so far.
     @property
     def name(self) -> str:
-        return self.received.name if self.received else "a signal to another process"
+        return self.received.name if self.received else line("another_process")
 
     @property
     def exit_code(self) -> int:

@@ -122,7 +122,9 @@ class GPT(nn.Module):
         """Parameters counted once (the tied embedding is not counted twice)."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits for every position, and the mean cross-entropy against ``targets`` when given."""
         T = idx.shape[1]
         if T > self.config.block_size:

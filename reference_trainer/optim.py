@@ -2,10 +2,31 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import partial
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class Optimization:
+    """AdamW's settings and the schedule's: what an engine needs to build its optimizer and scheduler."""
+
+    learning_rate: float  # the peak, after warmup
+    min_lr: float  # the end of the cosine decay
+    warmup_steps: int
+    decay_steps: int  # the step at which the decay reaches min_lr
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+
+    def build(
+        self, model: nn.Module, device: torch.device
+    ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+        optimizer = build_optimizer(model, self.learning_rate, self.weight_decay, device, self.betas, self.eps)
+        return optimizer, build_scheduler(optimizer, self.warmup_steps, self.decay_steps,
+                                          self.min_lr / self.learning_rate)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -21,12 +42,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(
-    model: nn.Module, learning_rate: float, weight_decay: float, device: torch.device
+    model: nn.Module, learning_rate: float, weight_decay: float, device: torch.device,
+    betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
 ) -> torch.optim.AdamW:
-    # beta2 0.95 instead of 0.999: the second-moment estimate adapts faster, which keeps
-    # transformer training stable when gradient scales shift.
     return torch.optim.AdamW(
-        param_groups(model, weight_decay), lr=learning_rate, betas=(0.9, 0.95), fused=device.type == "cuda"
+        param_groups(model, weight_decay), lr=learning_rate, betas=betas, eps=eps, fused=device.type == "cuda"
     )
 
 

@@ -5,7 +5,7 @@
 ``train`` = ``Trainer.create`` (check every input, load data and any checkpoint, start the
 trackkit run) + ``Trainer.loop`` (the optimizer steps) + ``Trainer.wrap_up`` (last evaluation,
 last checkpoint, final/ metrics). Everything the run reports goes through trackkit, in the
-namespaces of DESIGN.md: train/ every --log-interval steps, eval/ every --eval-interval steps and
+namespaces the guide lists: train/ every --log-interval steps, eval/ every --eval-interval steps and
 at each epoch's end, epoch/ at each epoch's end, final/ once.
 
 Several processes (torchrun, DeepSpeed's launcher) run the same loop, each on its share of every
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -46,16 +46,22 @@ from .data import (
 )
 from .deepspeed_engine import DeepSpeedEngine
 from .deepspeed_engine import init_distributed as init_deepspeed
-from .engine import TorchEngine, pick_device
+from .engine import Engine, TorchEngine, pick_device
 from .errors import InputError
 from .faults import Diverged, Interrupted, StopSignals, say
 from .model import GPT, GPTConfig
+from .optim import Optimization
+from .outputs import check_writable, clear, holds_run
+from .tracking import TrackingChoices, on_resume, project_of, run_name
 
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")  # what a checkpoint fixes
 
 
-def train(cfg: TrainConfig, tracking: Tracking, inject_nan_at: int | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, tracking: Tracking, *, given: Collection[str] | None = None) -> dict[str, Any]:
     """Train as ``trackkit-train`` does; returns the final/ metrics.
+
+    ``given`` names the tracking choices the user made (tracking.py's ``on_resume``): on
+    --resume the others come from the checkpoint. None: all of ``tracking`` was chosen.
 
     After SIGTERM or SIGINT it saves a checkpoint and raises Interrupted (exit 143 or 130); with
     --nan-policy stop a non-finite loss raises Diverged (exit 3). Either way the trackers are
@@ -63,7 +69,7 @@ def train(cfg: TrainConfig, tracking: Tracking, inject_nan_at: int | None = None
     """
     try:
         with StopSignals() as signals:  # from the start: a signal during the setup is honoured too
-            trainer = Trainer.create(cfg, tracking, signals=signals, inject_nan_at=inject_nan_at)
+            trainer = Trainer.create(cfg, tracking, signals=signals, given=given)
             status = "failed"  # unless the run reaches one of the ends below
             try:
                 trainer.loop()
@@ -93,30 +99,46 @@ class Progress:
     best_val_loss: float = math.inf
     skipped_steps: int = 0  # steps whose update --nan-policy skip-step left out
 
+    @classmethod
+    def of(cls, resume: ckpt.Checkpoint | None) -> Progress:
+        if resume is None:
+            return cls()
+        meta = resume.meta
+        return cls(meta["step"], meta["epoch"], meta["position"], _loss_from_json(meta.get("best_val_loss")),
+                   meta.get("skipped_steps", 0))
+
+
+@dataclass
+class Data:
+    """The corpus as the run sees it: tokenizer, model shape, training batches and validation windows."""
+
+    tokenizer: Tokenizer
+    model_cfg: GPTConfig
+    batches: EpochBatches
+    val: Windows
+    train_tokens: int
+    val_tokens: int
+    unigram_entropy: float  # nats: the loss of a model that ignores context
+
 
 class Trainer:
     def __init__(
-        self, cfg: TrainConfig, engine: TorchEngine | DeepSpeedEngine, batches: EpochBatches, val: Windows,
-        tokenizer: Tokenizer, model_cfg: GPTConfig, unigram: float, run: trackkit.Run, progress: Progress,
-        state: dict | None = None,
-        *, signals: StopSignals | None = None, inject_nan_at: int | None = None,
+        self, cfg: TrainConfig, engine: Engine, data: Data, run: trackkit.Run, progress: Progress,
+        state: dict | None = None, *, signals: StopSignals | None = None, choices: TrackingChoices | None = None,
     ):
         self.cfg = cfg
+        self.choices = choices  # the tracking choices, saved with every checkpoint for --resume
         self.engine = engine
-        self.batches = batches
-        self.val = val
-        self.tokenizer = tokenizer
-        self.model_cfg = model_cfg
-        self.unigram_entropy = unigram
+        self.data = data
+        self.batches = data.batches
         self.run = run
         self.progress = progress
         self.first_step = progress.step  # where this process started: 0, or the checkpoint's step
         self.signals = signals
         self.stopped = False  # whether the loop ended early for a stop signal
-        self.inject_nan_at = inject_nan_at
         self.writer = ckpt.Writer(cfg.output_dir)
-        self.total_steps = total_steps(cfg, batches)
-        self.tokens_per_step = tokens_per_step(cfg, model_cfg)
+        self.total_steps = total_steps(cfg, data.batches)
+        self.tokens_per_step = tokens_per_step(cfg, data.model_cfg)
         device = engine.device
         # Training losses are summed on the device and read once per log interval (and once per
         # epoch): a .item() on every step would make the CPU wait for the GPU every step.
@@ -129,7 +151,7 @@ class Trainer:
             self.loss_count = state["loss_count"]
             self.epoch_loss_sum += state["epoch_loss_sum"].to(device)
             self.epoch_loss_count = state["epoch_loss_count"]
-        self.last_eval: tuple[int, float] | None = None  # (step, validation loss)
+        self.last_eval: tuple[int, float] = (-1, math.nan)  # (step, validation loss) of the latest evaluation
         self.last_train_loss: float | None = None
         self.train_seconds = 0.0
 
@@ -137,7 +159,7 @@ class Trainer:
     @classmethod
     def create(
         cls, cfg: TrainConfig, tracking: Tracking, *, signals: StopSignals | None = None,
-        inject_nan_at: int | None = None,
+        given: Collection[str] | None = None,
     ) -> Trainer:
         """Check every input before anything is written, then start the trackkit run.
 
@@ -145,80 +167,27 @@ class Trainer:
         other; the trackkit run starts after that, so that it knows the world size.
         """
         cfg.validate()
-        resume = ckpt.find(cfg.resume, cfg.output_dir)
-        if resume is not None:
-            _check_same_run(resume, cfg.output_dir)
-        if resume is None and (ckpt.checkpoints_dir(cfg.output_dir) / "last").exists():
-            raise InputError(
-                f"{cfg.output_dir} already holds checkpoints; resume them (--resume) or choose another --output-dir"
-            )
+        check_writable(cfg.output_dir)
+        resume = _checked_resume(cfg)
+        tracking, choices, change = on_resume(tracking, given, TrackingChoices.saved(resume.meta) if resume else None)
         device = distributed.local_device(pick_device(cfg.device))
-        ds_config = None
-        if cfg.deepspeed:
-            ds_config = deepspeed_config.for_run(cfg, device.type, distributed.world_size())
-            # A config file's batch sizes and clipping are the run's: the data and the record follow them.
-            cfg = replace(cfg, batch_size=ds_config["train_micro_batch_size_per_gpu"],
-                          grad_accum=ds_config["gradient_accumulation_steps"], grad_clip=ds_config["gradient_clipping"])
-        if resume is not None:
-            _check_engine(resume, cfg, ds_config, distributed.world_size())
+        cfg, ds_config = _engine_config(cfg, device, resume)
         documents = read_corpus(cfg.data)
-
         if cfg.deepspeed:
             init_deepspeed(device.type)
         else:
             distributed.init(device)
-        if resume is not None:  # the very tokenizer the checkpoint was trained with
-            tokenizer = tokenizer_from_json(resume.meta["tokenizer"])
-        else:
-            # Rank 0's: `tokenizers` may train two different BPE vocabularies on the same text (hash-map order).
-            built = build_tokenizer(cfg.tokenizer, documents, cfg.bpe_vocab_size) if distributed.is_main() else None
-            tokenizer = tokenizer_from_json(distributed.broadcast(built.to_json() if built else None))
-        model_cfg = cfg.model_config(tokenizer.vocab_size)
-        if resume is not None:
-            _check_shape(resume, model_cfg)
-        train_tokens, val_tokens = split(encode_corpus(tokenizer, documents), cfg.val_fraction, model_cfg.block_size)
-        batches = EpochBatches(Windows(train_tokens, model_cfg.block_size), cfg.batch_size, cfg.grad_accum, cfg.seed,
-                               distributed.rank(), distributed.world_size())
-
+        data = load_data(cfg, documents, resume)
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)  # the model's initial weights, then dropout
-        schedule = dict(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-                        decay_steps=cfg.lr_decay_steps or total_steps(cfg, batches), min_lr=cfg.final_lr)
-        if ds_config is not None:
-            engine = DeepSpeedEngine(GPT(model_cfg), ds_config, device.type, **schedule)
-        else:
-            engine = TorchEngine(GPT(model_cfg), device, grad_clip=cfg.grad_clip, grad_accum=cfg.grad_accum,
-                                 compile=cfg.compile, **schedule)
-        progress, state = Progress(), None
-        if resume is not None:
-            state = _restore(resume, engine)
-            progress = Progress(resume.meta["step"], resume.meta["epoch"], resume.meta["position"],
-                                _loss_from_json(resume.meta.get("best_val_loss")),
-                                resume.meta.get("skipped_steps", 0))
-        # --resume where a run was killed before its first checkpoint: the same run, again from step 0.
-        restart = resume is None and cfg.resume == "auto" and run_json_path(cfg.output_dir).exists()
-
-        run = tracking.start(  # on ranks other than 0, a run that does nothing
-            output_dir=cfg.output_dir,
-            # One project name for every backend: the wandb project's (its default is the seed's).
-            project=tracking.options.get("wandb_project") or os.environ.get("WANDB_PROJECT") or "gpt-pretrain",
-            config=_tracked_config(cfg, model_cfg, engine, batches, len(train_tokens), len(val_tokens), ds_config),
-            resume_from_step=resume.step if resume else (0 if restart else None),
-            run_id=resume.meta.get("run_id") if resume else None,
-            handle_signals=False,  # the trainer's own (faults.py) stop after the step, with a checkpoint
-            limits=trackkit.Limits(stall_timeout=cfg.tracker_timeout),
-        )
-        # Saved with the run (and in every checkpoint) so that sampling and resuming use this one.
-        try:
-            if distributed.is_main():
-                Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-                Path(cfg.output_dir, "tokenizer.json").write_text(json.dumps(tokenizer.to_json()) + "\n",
-                                                                  encoding="utf-8")
-        except OSError as exc:
-            run.finish("failed")
-            raise InputError(f"cannot write to --output-dir {cfg.output_dir}: {exc.strerror}") from None
-        return cls(cfg, engine, batches, Windows(val_tokens, model_cfg.block_size), tokenizer, model_cfg,
-                   unigram_entropy(train_tokens), run, progress, state, signals=signals, inject_nan_at=inject_nan_at)
+        engine = build_engine(cfg, data, device, ds_config)
+        state = _restore(resume, engine) if resume is not None else None
+        if change:
+            say("tracking_changed", change=change)
+        _overwrite(cfg)
+        run = _start_run(cfg, tracking, choices, data, engine, resume, ds_config)
+        _save_tokenizer(cfg, data.tokenizer, run)
+        return cls(cfg, engine, data, run, Progress.of(resume), state, signals=signals, choices=choices)
 
     # -- the loop ----------------------------------------------------------------------------
     def loop(self, until: int | None = None) -> None:
@@ -232,14 +201,11 @@ class Trainer:
             if self._stop_requested():
                 self.stopped = True
                 break
-            step_loss = None
+            step_loss = torch.zeros((), device=engine.device)
             for x, y in self.batches.micro_batches(p.epoch, p.position):
                 loss = engine.forward(x, y)
-                if p.step + 1 == self.inject_nan_at:  # the test hook: a loss that really is NaN
-                    loss = loss * math.nan
                 engine.backward(loss)
-                loss = loss.detach()
-                step_loss = loss if step_loss is None else step_loss + loss  # on the device: no sync
+                step_loss += loss.detach()  # on the device: no sync
             lr = engine.learning_rate  # the rate this step uses
             if cfg.nan_policy == "skip-step" and self._skip(step_loss):
                 engine.skip_step()
@@ -261,7 +227,7 @@ class Trainer:
                 improved = self._evaluate()
             if epoch_done:
                 self._end_epoch()
-            links = ("best",) if improved else ()
+            links: tuple[str, ...] = ("best",) if improved else ()
             if cfg.checkpoint_interval and p.step % cfg.checkpoint_interval == 0:
                 links += ("last",)
             if links:
@@ -291,8 +257,7 @@ class Trainer:
         p = self.progress
         loss = distributed.mean(step_loss).item()
         if p.skipped_steps == 0:
-            say(f"step {p.step + 1}: the loss is {loss}; its update is left out (--nan-policy skip-step), as will be "
-                "those of later steps like it, counted in final/skipped_steps")
+            say("skip_step", step=p.step + 1, loss=loss)
         p.skipped_steps += 1
         return True
 
@@ -300,12 +265,12 @@ class Trainer:
         """--nan-policy stop: a non-finite training loss ends the run, before anything more is saved."""
         if self.cfg.nan_policy != "stop" or math.isfinite(loss):
             return
-        last = ckpt.find("auto", self.cfg.output_dir)
+        last = ckpt.named(self.cfg.output_dir, "last")
         kept = f"checkpoints/last still holds step {last.step}, the last one saved before it" if last else \
             "no checkpoint was saved before it"
         raise Diverged(f"the training loss is {loss} at step {self.progress.step} (--nan-policy stop); {kept}")
 
-    def _log_train(self, lr: float, grad_norm: torch.Tensor | None) -> None:
+    def _log_train(self, lr: float, grad_norm: torch.Tensor | float | None) -> None:
         p = self.progress
         loss = None
         if self.loss_count:  # 0 when --nan-policy skip-step left out every step of the interval
@@ -316,7 +281,9 @@ class Trainer:
         steps = p.step - self._interval_first_step
         seconds = max(now - self._interval_start - self._paused, 1e-9)  # evaluation and saving excluded
         self._interval_start, self._interval_first_step, self._paused = now, p.step, 0.0
-        metrics = {} if loss is None else {"loss": loss, "perplexity": trackkit.perplexity(loss)}
+        metrics: dict[str, float | torch.Tensor] = {}
+        if loss is not None:
+            metrics.update(loss=loss, perplexity=trackkit.perplexity(loss))
         metrics.update({
             "learning_rate": lr,
             "epoch": p.epoch + 1,
@@ -340,15 +307,15 @@ class Trainer:
         model.eval()  # no dropout: evaluation draws nothing from the random generators
         total, count = torch.zeros((), device=self.engine.device), 0
         world = distributed.world_size()
-        batches = self.val.shard(self.cfg.batch_size, self.cfg.eval_batches * world, distributed.rank(), world)
+        batches = self.data.val.shard(self.cfg.batch_size, self.cfg.eval_batches * world, distributed.rank(), world)
         for x, y, counted in batches:
             loss = self.engine.forward(x, y).float()
             if counted:
                 total += loss * len(x)
                 count += len(x)
         model.train()
-        total, count = distributed.total(torch.stack([total, torch.tensor(float(count), device=total.device)])).tolist()
-        val_loss = total / count
+        summed = distributed.total(torch.stack([total, torch.tensor(float(count), device=total.device)])).tolist()
+        val_loss = summed[0] / summed[1]
         improved = val_loss < p.best_val_loss
         p.best_val_loss = min(p.best_val_loss, val_loss)
         self.run.log_eval({
@@ -383,16 +350,18 @@ class Trainer:
         self.run.flush(timeout=self.cfg.tracker_timeout)
         meta = {
             **asdict(p), "best_val_loss": _loss_to_json(p.best_val_loss),
-            "run_id": self.run.info.id if self.run.info else None, "engine": self.engine.name,
+            "run_id": self.run.info.id if self.run.info else None,
+            "run_name": self.run.info.name if self.run.info else None, "engine": self.engine.name,
             "world_size": distributed.world_size(), "zero_stage": getattr(self.engine, "zero_stage", None),
-            "model": asdict(self.model_cfg), "config": self.cfg.to_dict(),
+            "model": asdict(self.data.model_cfg), "config": self.cfg.to_dict(),
+            "tracking": self.choices.to_meta() if self.choices else None,
         }
         state = {
             "rng": ckpt.rng_state(),
             "loss_sum": self.loss_sum.cpu(), "loss_count": self.loss_count,
             "epoch_loss_sum": self.epoch_loss_sum.cpu(), "epoch_loss_count": self.epoch_loss_count,
         }
-        self.writer.save(p.step, links, self.engine, state, meta, self.tokenizer.to_json())
+        self.writer.save(p.step, links, self.engine, state, meta, self.data.tokenizer.to_json())
         if "best" in links:
             val_loss = self.last_eval[1]
             self.run.log_artifact(self.writer.root / "best", name="best", kind="model", metadata={
@@ -405,17 +374,16 @@ class Trainer:
         """After a stop signal: save ``last`` at this step (if this process trained any), and say so."""
         p = self.progress
         if p.step == self.first_step:
-            say(f"stopped by {signal_name} before the first step of this process; --resume starts at step {p.step}")
+            say("stopped_before", signal=signal_name, step=p.step)
             return
         self._save(("last",))
-        say(f"stopped by {signal_name} at step {p.step}; checkpoint saved in "
-            f"{ckpt.checkpoints_dir(self.cfg.output_dir) / 'last'}; continue with --resume")
+        say("stopped_at", signal=signal_name, step=p.step, path=ckpt.checkpoints_dir(self.cfg.output_dir) / "last")
 
     # -- the end -------------------------------------------------------------------------------
     def wrap_up(self) -> dict[str, Any]:
         """Evaluate the final weights (unless just done), save ``last``, log the final/ metrics."""
         p = self.progress
-        if self.last_eval is None or self.last_eval[0] != p.step:
+        if self.last_eval[0] != p.step:
             if self._evaluate():
                 self._save(("best",))
         self._save(("last",))
@@ -425,7 +393,7 @@ class Trainer:
             "best_val_loss": p.best_val_loss,
             "val_loss": val_loss,
             "val_perplexity": trackkit.perplexity(val_loss),
-            "unigram_entropy": self.unigram_entropy,
+            "unigram_entropy": self.data.unigram_entropy,
             "total_steps": p.step,
             "total_epochs": round(p.step / self.batches.steps_per_epoch, 2),
             "tokens_seen": p.step * self.tokens_per_step,
@@ -440,7 +408,126 @@ class Trainer:
         return final
 
 
+# -- setting up, step by step (Trainer.create) ----------------------------------------------
+def _checked_resume(cfg: TrainConfig) -> ckpt.Checkpoint | None:
+    """The checkpoint --resume continues, if any, once it is known to belong in --output-dir.
+
+    Without --resume, a folder that holds a run is trained into only with --overwrite-output-dir.
+    """
+    if cfg.overwrite_output_dir:
+        if cfg.resume is not None:
+            raise InputError("--overwrite-output-dir starts a new run and --resume continues one; give one of them")
+        return None
+    resume = ckpt.find(cfg.resume, cfg.output_dir)
+    if resume is not None:
+        _check_same_run(resume, cfg.output_dir)
+        if resume.note:
+            say("resume_fallback", why=resume.note, name=resume.path.name, step=resume.step)
+    elif cfg.resume is None and holds_run(cfg.output_dir):
+        what = "checkpoints" if ckpt.holds_checkpoints(cfg.output_dir) else "a run"
+        raise InputError(f"{cfg.output_dir} already holds {what}; continue with --resume, start over with "
+                         "--overwrite-output-dir (deletes them), or choose another --output-dir")
+    return resume
+
+
+def _overwrite(cfg: TrainConfig) -> None:
+    """--overwrite-output-dir: the old run's files go (rank 0 deletes them) before the new run writes any."""
+    if cfg.overwrite_output_dir and distributed.is_main():
+        deleted = clear(cfg.output_dir)
+        if deleted:
+            say("overwrite", names=", ".join(deleted), dir=cfg.output_dir)
+    distributed.barrier()
+
+
+def _engine_config(
+    cfg: TrainConfig, device: torch.device, resume: ckpt.Checkpoint | None
+) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """DeepSpeed's config (None for the plain engine), and cfg with the batch sizes it decides."""
+    ds_config = None
+    if cfg.deepspeed:
+        ds_config = deepspeed_config.for_run(cfg, device.type, distributed.world_size())
+        # A config file's batch sizes and clipping are the run's: the data and the record follow them.
+        cfg = replace(cfg, batch_size=ds_config["train_micro_batch_size_per_gpu"],
+                      grad_accum=ds_config["gradient_accumulation_steps"], grad_clip=ds_config["gradient_clipping"])
+    if resume is not None:
+        _check_engine(resume, cfg, ds_config, distributed.world_size())
+    return cfg, ds_config
+
+
+def load_data(cfg: TrainConfig, documents: list[str], resume: ckpt.Checkpoint | None) -> Data:
+    """Tokenize the corpus (with the checkpoint's tokenizer when resuming), split it, batch it."""
+    if resume is not None:  # the very tokenizer the checkpoint was trained with
+        tokenizer = tokenizer_from_json(resume.meta["tokenizer"])
+    else:
+        # Rank 0's: `tokenizers` may train two different BPE vocabularies on the same text (hash-map order).
+        built = build_tokenizer(cfg.tokenizer, documents, cfg.bpe_vocab_size) if distributed.is_main() else None
+        tokenizer = tokenizer_from_json(distributed.broadcast(built.to_json() if built else None))
+    model_cfg = cfg.model_config(tokenizer.vocab_size)
+    if resume is not None:
+        _check_shape(resume, model_cfg)
+    train_tokens, val_tokens = split(encode_corpus(tokenizer, documents), cfg.val_fraction, model_cfg.block_size)
+    batches = EpochBatches(Windows(train_tokens, model_cfg.block_size), cfg.batch_size, cfg.grad_accum, cfg.seed,
+                           distributed.rank(), distributed.world_size())
+    return Data(tokenizer, model_cfg, batches, Windows(val_tokens, model_cfg.block_size), len(train_tokens),
+                len(val_tokens), unigram_entropy(train_tokens))
+
+
+def build_engine(cfg: TrainConfig, data: Data, device: torch.device, ds_config: dict[str, Any] | None) -> Engine:
+    """A fresh model on the engine the config asks for, with its optimizer and schedule."""
+    optimization = Optimization(
+        learning_rate=cfg.learning_rate, min_lr=cfg.final_lr, warmup_steps=cfg.warmup_steps,
+        decay_steps=cfg.lr_decay_steps or total_steps(cfg, data.batches), weight_decay=cfg.weight_decay,
+        betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
+    if ds_config is not None:
+        return DeepSpeedEngine(GPT(data.model_cfg), ds_config, device.type, optimization)
+    return TorchEngine(GPT(data.model_cfg), device, optimization, grad_clip=cfg.grad_clip, grad_accum=cfg.grad_accum,
+                       compile=cfg.compile)
+
+
+def _start_run(
+    cfg: TrainConfig, tracking: Tracking, choices: TrackingChoices, data: Data, engine: Engine,
+    resume: ckpt.Checkpoint | None, ds_config: dict[str, Any] | None,
+) -> trackkit.Run:
+    """The trackkit run (on ranks other than 0, a run that does nothing): new, or the checkpoint's continued."""
+    # --resume where a run was killed before its first checkpoint: the same run, again from step 0.
+    restart = resume is None and cfg.resume == "auto" and run_json_path(cfg.output_dir).exists()
+    config = _tracked_config(cfg, data, engine, ds_config)
+    tracked = choices.config()
+    if "wandb" in choices.trackers:
+        tracked.setdefault("wandb_project", project_of(tracking))
+    config.update({k: v for k, v in tracked.items() if k not in config})  # a training setting keeps its name
+    return tracking.start(
+        output_dir=cfg.output_dir,
+        options=console_line(cfg, data.batches),
+        name=run_name(cfg, tracking, resume.meta.get("run_name") if resume else None),
+        project=project_of(tracking),  # one project name for every backend: the wandb project's
+        config=config,
+        resume_from_step=resume.step if resume else (0 if restart else None),
+        run_id=resume.meta.get("run_id") if resume else None,
+        handle_signals=False,  # the trainer's own (faults.py) stop after the step, with a checkpoint
+        limits=trackkit.Limits(stall_timeout=cfg.tracker_timeout),
+    )
+
+
+def _save_tokenizer(cfg: TrainConfig, tokenizer: Tokenizer, run: trackkit.Run) -> None:
+    """Saved with the run (and in every checkpoint) so that sampling and resuming use this one."""
+    try:
+        if distributed.is_main():
+            Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+            Path(cfg.output_dir, "tokenizer.json").write_text(json.dumps(tokenizer.to_json()) + "\n", encoding="utf-8")
+    except OSError as exc:
+        run.finish("failed")
+        raise InputError(f"cannot write to --output-dir {cfg.output_dir}: {exc.strerror}") from None
+
+
 # -- helpers -------------------------------------------------------------------------------
+def console_line(cfg: TrainConfig, batches: EpochBatches) -> dict[str, Any]:
+    """The guide's console line: epoch and batch out of their totals, loss, perplexity, lr, time per step."""
+    return {"console_fields": ["epoch", "batch", "loss", "perplexity", "learning_rate", "elapsed_time"],
+            "console_totals": {"epoch": math.ceil(total_steps(cfg, batches) / batches.steps_per_epoch),
+                               "batch": batches.steps_per_epoch}}
+
+
 def total_steps(cfg: TrainConfig, batches: EpochBatches) -> int:
     """The run's last step: --max-steps, else --num-epochs whole epochs."""
     return cfg.max_steps or cfg.num_epochs * batches.steps_per_epoch
@@ -474,7 +561,9 @@ def tokens_per_step(cfg: TrainConfig, model_cfg: GPTConfig) -> int:
     return cfg.batch_size * cfg.grad_accum * distributed.world_size() * model_cfg.block_size
 
 
-def _check_engine(resume: ckpt.Checkpoint, cfg: TrainConfig, ds_config: dict | None, world_size: int) -> None:
+def _check_engine(
+    resume: ckpt.Checkpoint, cfg: TrainConfig, ds_config: dict[str, Any] | None, world_size: int
+) -> None:
     """A checkpoint resumes only with the engine that wrote it, and ZeRO's shards only at their stage and world size."""
     saved = resume.meta.get("engine", "torch")
     if saved != ("deepspeed" if cfg.deepspeed else "torch"):
@@ -489,7 +578,7 @@ def _check_engine(resume: ckpt.Checkpoint, cfg: TrainConfig, ds_config: dict | N
                          f"process(es); resume it at that stage with as many (this run: stage {stage}, {world_size})")
 
 
-def _restore(resume: ckpt.Checkpoint, engine: TorchEngine | DeepSpeedEngine) -> dict[str, Any]:
+def _restore(resume: ckpt.Checkpoint, engine: Engine) -> dict[str, Any]:
     """Load the engine's and the loop's state; returns the loop's (loss sums) for the Trainer."""
     try:
         state = engine.load(resume.path)
@@ -501,21 +590,21 @@ def _restore(resume: ckpt.Checkpoint, engine: TorchEngine | DeepSpeedEngine) -> 
     return state
 
 
-def _tracked_config(cfg, model_cfg, engine, batches, train_tokens, val_tokens, ds_config) -> dict[str, Any]:
+def _tracked_config(cfg: TrainConfig, data: Data, engine: Engine, ds_config: dict[str, Any] | None) -> dict[str, Any]:
     """The flat hyperparameter dict every tracker gets: flags as resolved, plus the run's sizes."""
-    steps = total_steps(cfg, batches)
+    steps = total_steps(cfg, data.batches)
     config = cfg.to_dict()
-    config.update(asdict(model_cfg))  # the preset's values where no flag overrode them
+    config.update(asdict(data.model_cfg))  # the preset's values where no flag overrode them
     config.update(
         data=cfg.data or BUILTIN_NAME,
         min_lr=cfg.final_lr,
         lr_decay_steps=cfg.lr_decay_steps or steps,
-        num_epochs=math.ceil(steps / batches.steps_per_epoch),  # what --max-steps amounts to
-        batches_per_epoch=batches.steps_per_epoch,
+        num_epochs=math.ceil(steps / data.batches.steps_per_epoch),  # what --max-steps amounts to
+        batches_per_epoch=data.batches.steps_per_epoch,
         total_steps=steps,
-        tokens_per_step=tokens_per_step(cfg, model_cfg),
-        train_tokens=train_tokens,
-        val_tokens=val_tokens,
+        tokens_per_step=tokens_per_step(cfg, data.model_cfg),
+        train_tokens=data.train_tokens,
+        val_tokens=data.val_tokens,
         parameters=engine.num_parameters,
         device=str(engine.device),
         engine=engine.name,

@@ -1,5 +1,21 @@
 #!/usr/bin/env bash
 # Set up .venv if needed, then train the reference GPT with DeepSpeed, started by DeepSpeed's launcher.
+# Extra arguments go to trackkit-train and win over the settings below, e.g.
+#   NUM_GPUS=2 scripts/run_pretrain_deepspeed.sh --zero-stage 2 --max-steps 2000
+#   HOSTFILE=hosts scripts/run_pretrain_deepspeed.sh --deepspeed-config configs/deepspeed/zero3.json
+
+# Settings: edit them here; the environment overrides them (USE_WANDB=false scripts/run_pretrain_deepspeed.sh).
+USE_WANDB="${USE_WANDB:-true}"                 # true/false (1/0, yes/no): track with wandb too. Without a W&B
+                                              # key (WANDB_API_KEY, api.wandb.ai in ~/.netrc) it runs offline:
+                                              # `trackkit sync <run folder>` uploads it later
+WANDB_PROJECT="${WANDB_PROJECT:-gpt-pretrain}" # the W&B project (the run's project in every backend)
+WANDB_RUN_NAME="${WANDB_RUN_NAME:-}"           # empty: model-<size>-lr-<lr>-<YYYYmmdd_HHMMSS>
+MODEL_SIZE="${MODEL_SIZE:-tiny}"               # tiny, gpt2-124m, or <n>layer (tiny with n layers)
+LEARNING_RATE="${LEARNING_RATE:-1e-3}"
+BATCH_SIZE="${BATCH_SIZE:-12}"                 # per process (DeepSpeed's micro-batch)
+NUM_EPOCHS="${NUM_EPOCHS:-4}"
+OUTPUT_DIR="${OUTPUT_DIR:-runs/$(date +%Y%m%d-%H%M%S)}"
+# Processes and machines:
 #   NUM_GPUS        processes per machine (default: the GPUs nvidia-smi lists; on a machine without
 #                   GPUs, 1). Without GPUs each process is a CPU worker (gloo); any number works.
 #   HOSTFILE        a DeepSpeed hostfile ("hostname slots=N", one machine per line) to train on several
@@ -7,19 +23,13 @@
 #                   repository and .venv must be at this same path on every machine, and the output
 #                   directory on a filesystem they share (default: this machine only).
 #   MASTER_PORT     port of the processes' rendezvous on the first machine (default: 29500)
-#   USE_WANDB, WANDB_PROJECT, WANDB_RUN_NAME   as in run_pretrain_simple.sh (scripts/wandb_args.sh)
-# Extra arguments go to trackkit-train, e.g.
-#   NUM_GPUS=2 scripts/run_pretrain_deepspeed.sh --zero-stage 2 --max-steps 2000
-#   HOSTFILE=hosts scripts/run_pretrain_deepspeed.sh --deepspeed-config configs/deepspeed/zero3.json
-set -euo pipefail
-if [ -n "${HOSTFILE:-}" ]; then
-  HOSTFILE=$(realpath -m -- "$HOSTFILE")  # as given from the caller's folder; the script moves to the repository's
-fi
-cd "$(dirname "$0")/.."
-scripts/setup.sh
-source scripts/wandb_args.sh
 
-launcher=(.venv/bin/deepspeed --master_port "${MASTER_PORT:-29500}")
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)  # paths given (OUTPUT_DIR, --data) stay relative to where it was started
+source "$repo/scripts/train_args.sh"    # checks the settings first: a bad one writes nothing
+"$repo/scripts/setup.sh"
+
+launcher=("$repo/.venv/bin/deepspeed" --master_port "${MASTER_PORT:-29500}")
 if [ -n "${HOSTFILE:-}" ]; then
   if [ ! -f "$HOSTFILE" ]; then
     echo "run_pretrain_deepspeed.sh: HOSTFILE $HOSTFILE does not exist" >&2
@@ -40,5 +50,5 @@ else
   fi
   launcher+=(--num_gpus "${NUM_GPUS:-$(( gpus > 0 ? gpus : 1 ))}")
 fi
-# The absolute path: on other machines the launcher runs it from there.
-exec "${launcher[@]}" "$PWD/.venv/bin/trackkit-train" --deepspeed "${wandb_args[@]}" "$@"
+# The absolute path: on other machines the launcher runs it from there (in this same folder).
+exec "${launcher[@]}" "$repo/.venv/bin/trackkit-train" --deepspeed "${train_args[@]}" "$@"

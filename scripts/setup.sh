@@ -26,7 +26,7 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   fi
 fi
 
-if ! .venv/bin/python -c "import trackkit, wandb, tensorboard, deepspeed, tokenizers, matplotlib, pytest" >/dev/null 2>&1 \
+if ! .venv/bin/python -c "import trackkit, wandb, tensorboard, deepspeed, tokenizers, matplotlib, pytest, transformers, lightning, accelerate" >/dev/null 2>&1 \
    || [ pyproject.toml -nt .venv/.trackkit-installed ]; then
   echo "setup: installing trackkit with all extras into .venv"
   quiet_pip -e ".[all]"
@@ -34,7 +34,10 @@ if ! .venv/bin/python -c "import trackkit, wandb, tensorboard, deepspeed, tokeni
 fi
 
 # The trackers in plugins/ are separate distributions, installed the way a user installs one.
-if [ "${WITH_PLUGINS:-0}" = 1 ] && ! .venv/bin/python -c "import trackkit_mlflow, trackkit_csv" >/dev/null 2>&1; then
+if [ "${WITH_PLUGINS:-0}" = 1 ] && { ! .venv/bin/python -c "import trackkit_mlflow, trackkit_csv" >/dev/null 2>&1 \
+   || [ plugins/trackkit-csv/pyproject.toml -nt .venv/.plugins-installed ] \
+   || [ plugins/trackkit-mlflow/pyproject.toml -nt .venv/.plugins-installed ]; }; then
   echo "setup: installing the plugins in plugins/"
   quiet_pip -e plugins/trackkit-mlflow -e plugins/trackkit-csv
+  touch .venv/.plugins-installed
 fi

@@ -1,4 +1,6 @@
+import errno
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,9 +13,52 @@ BIN = Path(sys.executable).parent  # console scripts of the environment running 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.pop("TRACKKIT_TRACKERS", None)
+os.environ.pop("TRACKKIT_OFFLINE", None)
+os.environ["TRACKKIT_CONSOLE_LANG"] = "en"  # whatever the machine's locale; tests that want Chinese ask for it
 
 
 @pytest.fixture(autouse=True)
 def _wandb_home(tmp_path, monkeypatch):
     for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
+    # wandb puts its service's address in the environment of a process that ran it; a trainer the
+    # test starts would inherit it and hand its run to this process's wandb service.
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _english_unless_asked():
+    """The language trackkit prints in is the process's: a test that asks for Chinese keeps it to itself."""
+    from trackkit import messages
+
+    messages.set_lang(None)
+    yield
+    messages.set_lang(None)
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 1 MiB tmpfs: filling it makes writes fail even for root, even to files already open."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                                 capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.skip("no mount command here to make a small filesystem that can be filled")
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "--lazy", str(folder)], check=True)  # lazy: even if a failed test's trainer holds it
+
+
+def fill(folder: Path) -> None:
+    """Take every free byte of the filesystem ``folder`` is on (``folder / "filler"``)."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(1 << 16))
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)

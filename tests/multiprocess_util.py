@@ -7,7 +7,6 @@ noise) if and only if the losses logged are averages over both processes.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN
-from trainer_util import SMALL_MODEL, events, train, write_corpus
+from trainer_util import SMALL_MODEL, child_env, events, train, write_corpus
 
 PER_RANK_BATCH = 4
 # Two evaluations (steps 3 and 6), every step logged; the schedule does not depend on --max-steps,
@@ -45,7 +44,7 @@ def torchrun() -> list[str]:
 def launch(launcher: list[str], *args: object) -> subprocess.CompletedProcess:
     """``launcher trackkit-train ARGS``; stdout and stderr together in .stdout."""
     # Two processes share the machine's cores: one thread each keeps them from waiting on each other.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = child_env(OMP_NUM_THREADS="1")
     return subprocess.run([*launcher, *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=LAUNCH_TIMEOUT)
 

@@ -6,7 +6,6 @@ one-process run of the plain engine (see multiprocess_util.py).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from multiprocess_util import (
     model_args,
     reference,
 )
-from trainer_util import train
+from trainer_util import child_env, train
 
 from reference_trainer import deepspeed_config
 from reference_trainer.errors import InputError
@@ -103,8 +102,8 @@ def _json(tmp_path: Path, config: dict) -> Path:
     (lambda t: ["--batch-size", 4, "--grad-accum", 3, "--deepspeed-config", _json(t, {"train_batch_size": 8})],
      "Error: DeepSpeed config {t}/ds.json: train_batch_size 8 is not divisible by gradient_accumulation_steps 3 "
      "x 1 process"),
-    (lambda t: ["--zero-stage", 4], "Error: --zero-stage 4 is out of range: ZeRO has stages 0, 1, 2 and 3"),
-    (lambda t: ["--zero-stage", -1], "Error: --zero-stage -1 is out of range: ZeRO has stages 0, 1, 2 and 3"),
+    (lambda t: ["--zero-stage", 4], "Error: --zero-stage must be in [0, 3], got 4: ZeRO has stages 0, 1, 2 and 3"),
+    (lambda t: ["--zero-stage", -1], "Error: --zero-stage must be in [0, 3], got -1: ZeRO has stages 0, 1, 2 and 3"),
     (lambda t: ["--deepspeed-config", _json(t, {"zero_optimization": {"stage": 7}})],
      "Error: DeepSpeed config {t}/ds.json: zero_optimization.stage 7 is out of range: ZeRO has stages 0, 1, 2 and 3"),
     (lambda t: ["--precision", "fp16"],
@@ -133,7 +132,7 @@ def test_bad_input_under_the_launcher_is_one_line_from_rank_0_and_exit_code_2(tm
     result = launch(deepspeed_launcher(), "--deepspeed", "--zero-stage", 5, "--output-dir", tmp_path / "run")
     assert result.returncode == 2, result.stdout
     errors = [line for line in result.stdout.splitlines() if "Error" in line and "[ERROR]" not in line]
-    assert errors == ["Error: --zero-stage 5 is out of range: ZeRO has stages 0, 1, 2 and 3"]
+    assert errors == ["Error: --zero-stage must be in [0, 3], got 5: ZeRO has stages 0, 1, 2 and 3"]
 
 
 # -- real runs -----------------------------------------------------------------------------------
@@ -162,7 +161,7 @@ RUNS = {
 
 def _through_the_script(tmp_path: Path, args: list[str]) -> subprocess.CompletedProcess:
     """run_pretrain_deepspeed.sh with two processes, USE_WANDB left at its default and no W&B key."""
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY", "NETRC")}
+    env = {k: v for k, v in child_env().items() if k not in ("WANDB_MODE", "WANDB_API_KEY", "NETRC")}
     env.update(HOME=str(tmp_path), WANDB_BASE_URL="http://127.0.0.1:9", NUM_GPUS="2", MASTER_PORT=str(free_port()),
                OMP_NUM_THREADS="1")
     result = subprocess.run([str(REPO / "scripts" / "run_pretrain_deepspeed.sh"), *args], env=env, text=True,

@@ -7,7 +7,6 @@ files (trackkit.wandb_files).
 """
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -23,7 +22,8 @@ from typing import Any
 
 import pytest
 import torch
-from trainer_util import SMALL_MODEL, write_corpus
+from conftest import fill
+from trainer_util import SMALL_MODEL, child_env, write_corpus
 
 from trackkit.reading import read_events
 from trackkit.wandb_files import RunFile, run_files
@@ -46,15 +46,19 @@ SHORT = [*SMALL_MODEL, "--device", "cpu", "--log-interval", "2", "--eval-interva
 
 
 class TrainProcess:
-    """``trackkit-train ARGS`` in its own process group, its output read line by line as it comes."""
+    """``trackkit-train ARGS`` in its own process group, its output read line by line as it comes.
+
+    ``nan_at``: the training loss is NaN at that optimizer step (tests/nan_engine.py).
+    """
 
     started: list[TrainProcess] = []
 
-    def __init__(self, *args: Any):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    def __init__(self, *args: Any, nan_at: int | None = None):
+        env = child_env(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+                        PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+        command = [TRAINER] if nan_at is None else [sys.executable, str(TESTS / "nan_engine.py"), str(nan_at)]
         self.popen = subprocess.Popen(
-            [TRAINER, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            [*command, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             start_new_session=True,  # a group of its own, like a job: Ctrl-C goes to the whole group
         )
         self.pid = self.popen.pid
@@ -224,7 +228,7 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_resume_gives_the_un
     assert f"stopped by {signum.name} at step {stopped}; checkpoint saved" in first.stderr
     assert run_json(out)["status"] == "interrupted"
     assert json.loads((out / "trackkit" / "summary.json").read_text())["status"] == "interrupted"
-    assert "Run run finished: interrupted" in first.out
+    assert f"Run {run_json(out)['name']} finished: interrupted" in first.out
     assert [e["step"] for e in events(out, "train")] == list(range(2, stopped + 1, 2))  # all, up to the stop
     (part,) = wandb_fragments(out)
     assert part.exit_code == 130 and wandb_steps(out) == list(range(2, stopped + 1, 2))
@@ -323,37 +327,9 @@ def test_a_tracker_that_fails_mid_run_is_switched_off_and_named_with_what_it_los
     assert run_json(out)["tracker_health"]["failafter"] == {"state": "failed", "delivered": 10, "lost": lost}
     assert f"  tracker failafter: failed, 10 delivered, {lost} lost" in proc.out  # the console's end summary
     assert proc.stderr.count("tracker 'failafter' failed in trackkit_log_") == 1
-    assert proc.stderr.count("tracker 'failafter' switched off after 5 failures in a row") == 1
+    assert "tracker 'failafter' did not get" in proc.stderr and "--to trackers_for_tests:FailAfter" in proc.stderr
     assert_complete(out, "console", "jsonl", "tensorboard", "wandb")
     print(f"failing tracker: 10 delivered, {lost} lost of {len(records(out))} records")
-
-
-def fill(folder: Path) -> None:
-    """Take every free byte of the filesystem ``folder`` is on."""
-    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, bytes(1 << 16))
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-
-
-@pytest.fixture
-def small_filesystem(tmp_path):
-    """A 1 MiB tmpfs: filling it makes writes fail even for root, even to files already open."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-                                 capture_output=True, text=True)
-    except FileNotFoundError:
-        pytest.skip("no mount command here to make a small filesystem that can be filled")
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr.strip()}")
-    yield folder
-    subprocess.run(["umount", "--lazy", str(folder)], check=True)  # lazy: even if a failed test's trainer holds it
 
 
 def test_a_full_disk_under_tensorboard_switches_it_off_and_the_run_says_what_it_lost(tmp_path, data, small_filesystem):
@@ -412,7 +388,7 @@ def test_a_hanging_tracker_costs_training_one_timeout_and_the_run_says_what_it_d
 def test_nan_policy_warn_records_the_nan_flags_it_once_and_goes_on(tmp_path, data):
     out = tmp_path / "run"
     proc = TrainProcess("--data", data, *SMALL_MODEL, "--device", "cpu", "--max-steps", 12, "--log-interval", 1,
-                        "--eval-interval", 4, "--output-dir", out, "--tracker", "console,jsonl", "--inject-nan-at", 5)
+                        "--eval-interval", 4, "--output-dir", out, "--tracker", "console,jsonl", nan_at=5)
     assert proc.end() == 0, proc.stderr
     losses = [e["metrics"]["train/loss"] for e in events(out, "train")]
     assert all(math.isfinite(v) for v in losses[:4]) and all(math.isnan(v) for v in losses[4:])
@@ -428,7 +404,7 @@ def test_nan_policy_skip_step_leaves_the_weights_and_optimizer_as_they_were(tmp_
     # best is saved at step 6 (its first evaluation), last at step 7, the poisoned one.
     proc = TrainProcess("--data", data, *SMALL_MODEL, "--device", "cpu", "--max-steps", 7, "--log-interval", 1,
                         "--eval-interval", 6, "--checkpoint-interval", 6, "--output-dir", out,
-                        "--tracker", "console,jsonl", "--nan-policy", "skip-step", "--inject-nan-at", 7)
+                        "--tracker", "console,jsonl", "--nan-policy", "skip-step", nan_at=7)
     assert proc.end() == 0, proc.stderr
     assert (meta(out, "best")["step"], meta(out, "last")["step"]) == (6, 7)
     before, after = (out / "checkpoints" / "best"), (out / "checkpoints" / "last")
@@ -456,7 +432,7 @@ def test_nan_policy_stop_keeps_the_last_good_checkpoint_and_fails_in_one_line(tm
     # step 9 only when the checkpoint of step 10 is about to be saved, which must not happen.
     proc = TrainProcess("--data", data, *SMALL_MODEL, "--device", "cpu", "--max-steps", 20, "--log-interval", 4,
                         "--eval-interval", 5, "--checkpoint-interval", 5, "--output-dir", out, "--tracker", ALL,
-                        "--offline", "--nan-policy", "stop", "--inject-nan-at", nan_at)
+                        "--offline", "--nan-policy", "stop", nan_at=nan_at)
     assert proc.end() == 3, proc.stderr
     (error,) = [line for line in proc.err if line.startswith("Error: ")]
     assert error == (f"Error: the training loss is nan at step {stop_at} (--nan-policy stop); checkpoints/last "
@@ -464,9 +440,9 @@ def test_nan_policy_stop_keeps_the_last_good_checkpoint_and_fails_in_one_line(tm
     assert proc.err[-1] == error
     assert meta(out)["step"] == 5 and weights_finite(out / "checkpoints" / "last")
     assert meta(out, "best")["step"] == 5 and weights_finite(out / "checkpoints" / "best")
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best", "last", "step-00000005"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best", "index.json", "last", "step-00000005"]
     assert run_json(out)["status"] == "failed"
-    assert "Run run finished: failed" in proc.out
+    assert f"Run {run_json(out)['name']} finished: failed" in proc.out
     (part,) = wandb_fragments(out)
     assert part.exit_code == 1
     # Recorded as it was: the NaN of step 8's log; none where the checkpoint's read found it first.

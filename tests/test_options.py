@@ -55,10 +55,14 @@ def test_none_cannot_be_combined():
     assert result.exit_code == 2 and "cannot be combined" in result.output
 
 
-def test_offline_flag_and_wandb_mode():
+def test_offline_is_every_backends_and_wandb_mode_is_wandbs_alone():
     assert "offline=True" in invoke("--offline").output
-    assert "offline=True" in invoke(env={"WANDB_MODE": "offline"}).output
-    assert "offline=False" in invoke(env={"WANDB_MODE": "online"}).output
+    assert "offline=True" in invoke(env={"TRACKKIT_OFFLINE": "Yes"}).output
+    assert "offline=None" in invoke(env={"TRACKKIT_OFFLINE": "0"}).output
+    # None: each tracker decides; the wandb tracker reads WANDB_MODE, no other tracker does.
+    assert "offline=None" in invoke(env={"WANDB_MODE": "offline"}).output
+    result = invoke(env={"TRACKKIT_OFFLINE": "maybe"})
+    assert result.exit_code == 2 and "Error: $TRACKKIT_OFFLINE must be true or false" in result.output
 
 
 def test_tracker_contributed_options_appear_in_help_and_reach_the_tracker():
@@ -70,6 +74,6 @@ def test_plugins_lists_built_ins_with_their_distribution():
     result = CliRunner().invoke(trackkit_cli, ["plugins"])
     assert result.exit_code == 0
     rows = {line.split()[0]: line.split() for line in result.output.splitlines()[1:]}
-    assert rows["console"][1:3] == ["trackkit", "0.1.0"]
+    assert rows["console"][1:3] == ["trackkit", "0.2.0"]
     assert rows["jsonl"][3] == "trackkit.trackers.jsonl:JsonlTracker"
     assert rows["jsonl"][4] == "ok"

@@ -89,7 +89,8 @@ def test_failing_tracker_is_reported_once_and_the_others_get_everything(tmp_path
     assert [e["step"] for e in records(tmp_path) if e["event"] == "train"] == list(range(1, 21))
     err = capfd.readouterr().err
     assert err.count("tracker 'failing' failed in trackkit_log_train: RuntimeError: backend down") == 1
-    assert err.count("switched off") == 1
+    assert f"did not get 20 of the run's records; deliver them later with: trackkit sync {tmp_path} " \
+           "--to trackers_for_tests:Failing" in err
     health = run_json(tmp_path)["tracker_health"]
     assert health["failing"] == {"state": "failed", "delivered": 0, "lost": 20}
     assert health["jsonl"] == {"state": "ok", "delivered": 20, "lost": 0}
@@ -267,9 +268,11 @@ def test_a_released_hung_tracker_does_not_spin(tmp_path):
     run.finish(timeout=0.5)
     t.RELEASE.set()  # the backend answers again, long after the run gave up on it
     time.sleep(0.3)
+    if not worker.is_alive():
+        return  # it took the stop request it had queued, and ended
     began = cpu_seconds(worker)
     time.sleep(1.0)
-    assert cpu_seconds(worker) - began < 0.2  # its thread idles; it does not busy-wait on its queue
+    assert not worker.is_alive() or cpu_seconds(worker) - began < 0.2  # it idles: no busy wait on its queue
 
 
 def test_a_worker_takes_records_that_trickle_in_about_once_a_second(tmp_path):

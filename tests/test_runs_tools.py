@@ -30,6 +30,7 @@ def runs_root(tmp_path_factory):
     for name, lr in LEARNING_RATES.items():
         done = subprocess.run(
             [str(BIN / "trackkit-train"), "--output-dir", str(root / name), "--learning-rate", str(lr),
+             "--wandb-run-name", name,  # the run's name in every backend, wandb or not
              "--data", str(corpus), *TRAIN_ARGS],
             capture_output=True, text=True, timeout=300,
         )
@@ -76,25 +77,39 @@ def test_list_shows_every_run_with_its_status_steps_and_best_perplexity(runs_roo
         assert row[-1] == str(runs_root / name)
 
 
+def show_sections(output):
+    """`runs show`'s output as {section title ("" for the head): {first cell: the other cells}}."""
+    sections, title = {"": {}}, ""
+    for line in output.splitlines():
+        if line.strip().endswith(":") and not line.startswith(" "):
+            title = line.strip()[:-1]
+            sections[title] = {}
+        elif line.strip():
+            first, *rest = re.split(r"\s{2,}", line.strip())
+            sections[title][first] = rest
+    return sections
+
+
 def test_show_gives_config_final_metrics_last_values_and_the_best_checkpoint(runs_root):
     run_dir = runs_root / "lr-large"
     result = cli("runs", "show", run_dir)
     assert result.exit_code == 0, result.output
-    cells = [re.split(r"\s{2,}", line.strip()) for line in result.output.splitlines() if line.strip()]
-    lines = {row[0]: row[1:] for row in cells}
-    assert lines["learning_rate"] == ["0.003"] and lines["max_steps"] == ["12"]
+    shown = show_sections(result.output)
+    head, config, final, last = shown[""], shown["config"], shown["final"], shown["last metrics"]
+    assert config["learning_rate"] == ["0.003"] and config["max_steps"] == ["12"]
     last_best = [e for e in events(run_dir) if e["event"] == "artifact" and e["name"] == "best"][-1]
-    assert lines["best checkpoint"] == [last_best["path"]]  # the trainer's checkpoints/best at that step
+    assert head["best checkpoint"] == [last_best["path"]]  # the trainer's checkpoints/best at that step
     best_eval = min((e for e in events(run_dir) if e["event"] == "eval"), key=lambda e: e["metrics"]["eval/perplexity"])
-    assert lines["best eval/perplexity"] == [f"{recorded_best(run_dir):.4g} (step {best_eval['step']})"]
+    assert head["best eval/perplexity"] == [f"{recorded_best(run_dir):.4g} (step {best_eval['step']})"]
     last_train = [e for e in events(run_dir) if e["event"] == "train"][-1]
-    assert lines["train/loss"] == ["step 12", f"{last_train['metrics']['train/loss']:.4g}"]
-    assert lines["final/total_steps"] == ["12"]
-    assert lines["trackers"][0].startswith("jsonl (ok, ")
+    assert last["train/loss"] == ["step 12", f"{last_train['metrics']['train/loss']:.4g}"]
+    assert final["final/total_steps"] == ["12"] and "final/total_steps" not in last
+    assert head["trackers"][0].startswith("jsonl (ok, ")
     # the best checkpoint as recorded: where, at which step, and the metadata it was logged with
-    assert lines["path"] == [last_best["path"]] and lines["step"] == [str(last_best["step"])]
-    assert (lines["name"], lines["kind"]) == (["best"], ["model"])
-    assert lines["metadata.val_loss"] == [f"{last_best['metadata']['val_loss']:.4g}"]
+    checkpoint = shown["best checkpoint"]
+    assert checkpoint["path"] == [last_best["path"]] and checkpoint["step"] == [str(last_best["step"])]
+    assert (checkpoint["name"], checkpoint["kind"]) == (["best"], ["model"])
+    assert checkpoint["metadata.val_loss"] == [f"{last_best['metadata']['val_loss']:.4g}"]
 
 
 def test_show_says_when_the_recorded_best_checkpoint_is_gone(run_copy):
@@ -204,14 +219,9 @@ def tensorboard_scalars(folder):
 def expected_scalars(run_dir):
     """What the record says TensorBoard should hold: (step, float32 value) per tag."""
     expected = {}
-    last_step = 0
     for event in events(run_dir):
-        if "metrics" not in event:
-            continue
-        step = event.get("epoch") if event["event"] == "epoch" else event.get("step", last_step)
-        last_step = max(last_step, event.get("step") or 0)
-        for key, value in event["metrics"].items():
-            expected.setdefault(key, []).append((step, float(np.float32(value))))
+        for key, value in event.get("metrics", {}).items():  # every namespace at the global step
+            expected.setdefault(key, []).append((event["step"], float(np.float32(value))))
     return expected
 
 
@@ -224,8 +234,9 @@ def test_sync_to_tensorboard_replays_every_scalar_at_its_step(run_copy):
     logged = {"train/loss", "eval/perplexity", "epoch/val_loss", "system/cpu_percent", "final/best_perplexity"}
     assert logged <= set(expected)
 
-    again = cli("sync", run_copy, "--to", "tensorboard")  # would duplicate every step
-    assert_one_line_error(again, "tensorboard already exists")
+    again = cli("sync", run_copy, "--to", "tensorboard")  # sends only what TensorBoard lacks: nothing
+    assert again.exit_code == 0, again.output
+    assert tensorboard_scalars(run_copy / "tensorboard") == scalars
 
 
 def test_sync_to_wandb_makes_an_offline_run_with_the_recorded_history(run_copy):
@@ -240,10 +251,9 @@ def test_sync_to_wandb_makes_an_offline_run_with_the_recorded_history(run_copy):
     run_file = read_run_file(path)
     assert f"(wandb run {run_file.run_id})" in done.stdout
     # the wandb tracker plots each namespace against its own step axis (trackkit/trackers/wandb.py)
-    axes = {"train": "train/step", "eval": "eval/step", "epoch": "epoch/number", "system": "system/step"}
     expected = [
-        {**e["metrics"], axes[e.get("namespace") or e["event"]]: e["epoch"] if e["event"] == "epoch" else e["step"]}
-        for e in events(run_copy) if e["event"] in ("train", "eval", "epoch", "metrics")
+        {**e["metrics"], f"{e.get('namespace') or e['event']}/step": e["step"]}
+        for e in events(run_copy) if e["event"] in ("train", "eval", "epoch", "final", "metrics")
     ]
     assert [{k: v for k, v in row.items() if not k.startswith("_")} for row in run_file.history] == expected
     final = next(e["metrics"] for e in events(run_copy) if e["event"] == "final")

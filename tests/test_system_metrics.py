@@ -99,7 +99,7 @@ def test_the_system_metrics_option_starts_the_sampler_and_is_not_a_tracker_optio
     assert result.exit_code == 0, result.output
     assert "system_metrics" not in result.output
     assert {e["step"] for e in system_events(tmp_path)} == {3}
-    assert "--system-metrics SECONDS" in CliRunner().invoke(demo, ["--help"]).output
+    assert "--system-metrics, --system_metrics SECONDS" in CliRunner().invoke(demo, ["--help"]).output
 
     zero = CliRunner().invoke(demo, ["--tracker", "jsonl", "--system-metrics", "0", "--out", str(tmp_path / "b")])
     assert zero.exit_code == 2 and "--system-metrics" in zero.output

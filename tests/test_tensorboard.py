@@ -85,9 +85,8 @@ def test_every_namespace_on_its_axis_hparams_and_config_in_the_run_folder(tmp_pa
         "system/cpu_percent": [(s, 10.0 + s) for s in range(1, 7)],
         "eval/loss": [(3, 1.5), (6, 1.25)],
         "eval/perplexity": [(3, 4.48), (6, 3.49)],
-        "epoch/train_loss": [(1, 1.75), (2, 1.3)],
-        "epoch/val_loss": [(1, 1.5), (2, 1.25)],
-        "epoch/step": [(1, 3), (2, 6)],
+        "epoch/train_loss": [(3, 1.75), (6, 1.3)],  # at the global step, as in every backend
+        "epoch/val_loss": [(3, 1.5), (6, 1.25)],
         "data/tokens_seen": [(6, 4096)],
         "final/best_perplexity": [(6, 3.49)],
         "final/total_steps": [(6, 6)],
@@ -109,6 +108,18 @@ def test_every_namespace_on_its_axis_hparams_and_config_in_the_run_folder(tmp_pa
     assert acc.SummaryMetadata("config").plugin_data.plugin_name == "text"
     (config_text,) = [e.tensor_proto.string_val[0].decode() for e in acc.Tensors("config")]
     assert "| learning_rate | 0.0003 |" in config_text and "| model | gpt\\|tiny |" in config_text
+
+
+def test_wall_times_are_those_of_the_log_calls_not_of_the_tracker_thread(tmp_path):
+    called = []
+    with trackkit.start(["tensorboard"], output_dir=tmp_path) as run:
+        for step in range(1, 6):
+            called.append(time.time())
+            run.log_train({"loss": 1.0 / step}, step=step)
+            time.sleep(0.3)  # the tracker thread writes them up to a second later, in one round
+    acc = accumulator(tmp_path / "tensorboard")
+    walls = [e.wall_time for e in acc.Scalars("train/loss")]
+    assert [abs(w - c) < 0.05 for w, c in zip(walls, called)] == [True] * 5
 
 
 def test_events_reach_the_disk_within_about_a_second_without_flush(tmp_path):
@@ -171,8 +182,7 @@ def test_resume_after_kill_9_has_every_step_of_every_tag_once(tmp_path):
         "train/loss": [by(s) for s in range(1, 41)],
         "system/cpu_percent": [by(s) for s in range(1, 41)],
         "eval/loss": [by(s) for s in range(5, 41, 5)],
-        "epoch/val_loss": [(1, 1.5), (2, 2.5), (3, 3.25), (4, 4.25)],  # epoch 3 ended at step 30: redone
-        "epoch/step": [(1, 10), (2, 20), (3, 30), (4, 40)],
+        "epoch/val_loss": [(10, 1.5), (20, 2.5), (30, 3.25), (40, 4.25)],  # epoch 3 ended at step 30: redone
         "probe/value": [(15, 1.0)],
     })
     acc = accumulator(tmp_path / "tensorboard")
@@ -218,7 +228,7 @@ def get_json(url: str):
 @pytest.mark.slow
 def test_tensorboard_server_serves_every_tag_once_per_step_after_resume(tmp_path):
     finished_then_resumed(tmp_path)
-    expected_tags = {"train/loss", "system/cpu_percent", "eval/loss", "epoch/val_loss", "epoch/step",
+    expected_tags = {"train/loss", "system/cpu_percent", "eval/loss", "epoch/val_loss",
                      "probe/value", "final/best_perplexity"}
     port = free_port()
     base = f"http://127.0.0.1:{port}/data/plugin/scalars"
@@ -243,7 +253,7 @@ def test_tensorboard_server_serves_every_tag_once_per_step_after_resume(tmp_path
     assert [(step, value) for _, step, value in series["train/loss"]] == [
         (s, pytest.approx(s + (0.5 if s <= 20 else 0.25))) for s in range(1, 41)
     ]
-    assert [step for _, step, _ in series["epoch/val_loss"]] == [1, 2, 3, 4]
+    assert [step for _, step, _ in series["epoch/val_loss"]] == [10, 20, 30, 40]  # the global step
     assert [value for _, _, value in series["final/best_perplexity"]] == [5.0]
     assert [step for _, step, _ in series["probe/value"]] == [15]  # logged after the checkpoint: gone
     for tag, points in series.items():

@@ -1,4 +1,4 @@
-"""trackkit-train end to end: every metric of DESIGN.md, checkpoints, the best artifact, --help, --config, sample."""
+"""trackkit-train end to end: every metric the guide lists, checkpoints, the best artifact, --help, --config, sample."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import sys
 import pytest
 from trainer_util import SMALL_MODEL, events, train, write_corpus
 
-DESIGN_KEYS = {
+GUIDE_KEYS = {
     "train": {"loss", "perplexity", "learning_rate", "epoch", "step", "elapsed_time", "tokens_per_second", "batch"},
     "eval": {"loss", "perplexity", "step", "best_perplexity"},
     "epoch": {"train_loss", "train_perplexity", "val_loss", "val_perplexity", "number", "best_perplexity"},
@@ -32,31 +32,35 @@ def test_a_run_records_every_namespace_checkpoints_and_the_best_artifact(tmp_pat
 
     train_events, eval_events = events(out, "train"), events(out, "eval")
     assert [e["step"] for e in train_events] == list(range(5, 51, 5))
-    assert all(keys(e, "train") >= DESIGN_KEYS["train"] for e in train_events)
-    assert [(e["metrics"]["train/epoch"], e["metrics"]["train/batch"]) for e in train_events][3:6] == [(1, 20), (2, 4), (2, 9)]
+    assert all(keys(e, "train") >= GUIDE_KEYS["train"] for e in train_events)
+    positions = [(e["metrics"]["train/epoch"], e["metrics"]["train/batch"]) for e in train_events]
+    assert positions[3:6] == [(1, 20), (2, 4), (2, 9)]
     # every 10 steps, and at the ends of epochs 1 and 2 (steps 21, 42)
     assert [e["step"] for e in eval_events] == [10, 20, 21, 30, 40, 42, 50]
-    assert all(keys(e, "eval") == DESIGN_KEYS["eval"] for e in eval_events)
+    assert all(keys(e, "eval") == GUIDE_KEYS["eval"] for e in eval_events)
     epochs = events(out, "epoch")
     assert [(e["epoch"], e["step"], e["metrics"]["epoch/number"]) for e in epochs] == [(1, 21, 1), (2, 42, 2)]
-    assert all(keys(e, "epoch") == DESIGN_KEYS["epoch"] for e in epochs)
+    assert all(keys(e, "epoch") == GUIDE_KEYS["epoch"] for e in epochs)
     (final,) = events(out, "final")
-    assert keys(final, "final") >= DESIGN_KEYS["final"]
+    assert keys(final, "final") >= GUIDE_KEYS["final"]
     assert final["metrics"]["final/total_steps"] == 50 and final["metrics"]["final/total_epochs"] == round(50 / 21, 2)
 
     # It learned: validation loss fell, and the best perplexity is the lowest evaluated one.
     losses = [e["metrics"]["eval/loss"] for e in eval_events]
     assert losses[-1] < losses[0] - 0.3
-    assert final["metrics"]["final/best_perplexity"] == pytest.approx(min(e["metrics"]["eval/perplexity"] for e in eval_events))
+    best = min(e["metrics"]["eval/perplexity"] for e in eval_events)
+    assert final["metrics"]["final/best_perplexity"] == pytest.approx(best)
 
     config = json.loads((out / "trackkit" / "config.json").read_text())
-    assert (config["batches_per_epoch"], config["num_epochs"], config["n_layer"], config["tokenizer"]) == (21, 3, 1, "char")
+    shape = (config["batches_per_epoch"], config["num_epochs"], config["n_layer"], config["tokenizer"])
+    assert shape == (21, 3, 1, "char")
 
     checkpoints = out / "checkpoints"
     assert os.readlink(checkpoints / "last") == "step-00000050"
     best_step = int(os.readlink(checkpoints / "best").split("-")[1])
     assert best_step == min(eval_events, key=lambda e: e["metrics"]["eval/loss"])["step"]
-    assert sorted(p.name for p in checkpoints.iterdir()) == sorted({"best", "last", "step-00000050", f"step-{best_step:08d}"})
+    assert sorted(p.name for p in checkpoints.iterdir()) == sorted(
+        {"best", "index.json", "last", "step-00000050", f"step-{best_step:08d}"})
     for link in ("last", "best"):
         files = {p.name for p in (checkpoints / link).iterdir()}
         assert files == {"model.pt", "optimizer.pt", "trainer.pt", "meta.json", "tokenizer.json"}
@@ -110,7 +114,8 @@ def test_a_config_file_supplies_options_and_flags_override_it(tmp_path, fmt):
     result = train("--config", config_file, "--output-dir", out, "--batch-size", 5)
     assert result.exit_code == 0, result.output
     recorded = json.loads((out / "trackkit" / "config.json").read_text())
-    assert (recorded["n_layer"], recorded["n_embd"], recorded["learning_rate"], recorded["max_steps"]) == (2, 16, 0.002, 2)
+    values = (recorded["n_layer"], recorded["n_embd"], recorded["learning_rate"], recorded["max_steps"])
+    assert values == (2, 16, 0.002, 2)
     assert recorded["batch_size"] == 5  # the flag wins over the file
     assert json.loads((out / "trackkit" / "run.json").read_text())["trackers"] == ["jsonl"]
 

@@ -39,11 +39,13 @@ def data_file(tmp_path: Path, content: bytes, name: str = "data.txt") -> Path:
 @pytest.mark.parametrize("make_data, message", [
     (lambda t: t / "missing.txt", "data path '{t}/missing.txt' does not exist"),
     (lambda t: str(t / "nothing-*.txt"), "no files match --data '{t}/nothing-*.txt'"),
-    (lambda t: (t / "empty-folder").mkdir() or t / "empty-folder", "data folder '{t}/empty-folder' has no .txt or .jsonl files"),
+    (lambda t: (t / "empty-folder").mkdir() or t / "empty-folder",
+     "data folder '{t}/empty-folder' has no .txt or .jsonl files"),
     (lambda t: data_file(t, b"  \n\n \n"), "the corpus '{t}/data.txt' is empty: no text in it"),
     (lambda t: data_file(t, b"Hello, world."),
      "the corpus has 13 tokens, shorter than one block (16 + 1); use more text or a smaller --block-size"),
-    (lambda t: data_file(t, "caf\u00e9 ok".encode("latin-1")), "{t}/data.txt is not UTF-8 text (byte 0xe9 at offset 3)"),
+    (lambda t: data_file(t, "caf\u00e9 ok".encode("latin-1")),
+     "{t}/data.txt is not UTF-8 text (byte 0xe9 at offset 3)"),
     (lambda t: data_file(t, b'{"text": "a"}\n{"txt": "b"}\n', "d.jsonl"), "{t}/d.jsonl:2 has no string 'text' field"),
 ])
 def test_bad_data_is_one_line(tmp_path, make_data, message):
@@ -70,7 +72,8 @@ def trained_run(tmp_path) -> Path:
     """A run folder with a record and checkpoints, as a finished (or killed) run leaves it."""
     data = write_corpus(tmp_path, chars=1500)
     out = tmp_path / "run"
-    assert train("--data", data, *SMALL_MODEL, "--output-dir", out, "--max-steps", 4, "--tracker", "jsonl").exit_code == 0
+    result = train("--data", data, *SMALL_MODEL, "--output-dir", out, "--max-steps", 4, "--tracker", "jsonl")
+    assert result.exit_code == 0, result.output
     return out
 
 
@@ -88,8 +91,15 @@ def truncated_weights(run: Path) -> Path:
     return last(run)
 
 
+def garbage_weights(run: Path) -> Path:
+    path = last(run).resolve() / "model.pt"
+    path.write_bytes(bytes(path.stat().st_size))  # the size meta.json records, but no torch file
+    return last(run)
+
+
 def garbage_trainer_state(run: Path) -> Path:
-    (last(run).resolve() / "trainer.pt").write_bytes(b"not a torch file")
+    path = last(run).resolve() / "trainer.pt"
+    path.write_bytes(b"x" * path.stat().st_size)
     return last(run)
 
 
@@ -105,10 +115,11 @@ def lost_optimizer_state(run: Path) -> Path:
 
 @pytest.mark.parametrize("damage, message", [
     (missing_folder, "checkpoint '{run}/checkpoints/missing' does not exist"),
-    (truncated_weights, "checkpoint '{run}/checkpoints/last' cannot be loaded: PytorchStreamReader failed reading zip archive"),
+    (truncated_weights, "checkpoint '{run}/checkpoints/last' is incomplete: model.pt has 300 bytes, "),
+    (garbage_weights, "checkpoint '{run}/checkpoints/last' cannot be loaded: "),
     (garbage_trainer_state, "checkpoint file '{run}/checkpoints/last/trainer.pt' is corrupt: "),
     (torn_meta, "checkpoint '{run}/checkpoints/last' is corrupt: JSONDecodeError: "),
-    (lost_optimizer_state, "checkpoint '{run}/checkpoints/last' cannot be loaded: optimizer.pt is missing"),
+    (lost_optimizer_state, "checkpoint '{run}/checkpoints/last' is incomplete: optimizer.pt is missing"),
 ])
 def test_resuming_from_a_missing_or_corrupt_checkpoint_is_one_line_and_keeps_the_record(trained_run, damage, message):
     resume = damage(trained_run)
@@ -139,3 +150,57 @@ def test_the_console_script_exits_2_with_one_line_on_stderr(tmp_path):
     # Lines from trackkit itself (a tracker plugin it could not load) are not the trainer's.
     own = [line for line in proc.stderr.splitlines() if not line.startswith("trackkit: ")]
     assert own == ["Error: --batch-size must be positive, got 0"]
+
+
+# -- the output folder: every path the trainer writes is checked before anything is -----------------
+def test_an_output_dir_that_is_a_file_is_one_line(tmp_path):
+    path = data_file(tmp_path, b"not a folder", "taken")
+    result = train("--output-dir", path, "--max-steps", 2)
+    assert one_line_error(result) == f"Error: --output-dir {path}: {path} is a file, not a folder"
+    assert path.read_bytes() == b"not a folder"
+    under = train("--output-dir", path / "run", "--max-steps", 2)
+    assert one_line_error(under) == f"Error: --output-dir {path}/run cannot be created: {path} is a file, not a folder"
+
+
+def test_a_checkpoints_path_that_is_a_file_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    data_file(out, b"", "checkpoints")
+    result = train("--output-dir", out, "--max-steps", 2)
+    assert one_line_error(result) == f"Error: --output-dir {out}: {out}/checkpoints is a file, not a folder"
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
+
+
+@pytest.fixture
+def read_only(tmp_path) -> Path:
+    """A read-only filesystem: it refuses writes even to root, which permission bits do not."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(folder)], capture_output=True,
+                                 text=True)
+    except FileNotFoundError:
+        pytest.skip("no mount command here to make a read-only filesystem")
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs (needs root): {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("under", ["", "sub/run"], ids=["the-folder", "under-it"])
+def test_a_read_only_output_dir_or_parent_is_one_line(read_only, tmp_path, under):
+    out = read_only / under if under else read_only
+    before = sorted(tmp_path.rglob("*"))
+    result = train("--output-dir", out, "--max-steps", 2)
+    assert one_line_error(result) == f"Error: --output-dir {out} cannot be written: {read_only} is on a read-only " \
+                                     "filesystem"
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="permission bits do not stop root; the read-only mount test covers it")
+def test_an_output_dir_without_write_permission_is_one_line(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir(mode=0o555)
+    result = train("--output-dir", folder / "run", "--max-steps", 2)
+    assert one_line_error(result) == (f"Error: --output-dir {folder}/run cannot be written: {folder} is not writable "
+                                      "(permission denied)")

@@ -30,7 +30,8 @@ def test_output_projection_is_tied_to_the_token_embedding_and_residual_projectio
     model = GPT(GPTConfig(n_layer=8, n_head=4, n_embd=256, block_size=16, vocab_size=100))
     assert model.lm_head.weight is model.tok_emb.weight
     assert model.num_parameters() == sum(p.numel() for n, p in model.named_parameters())  # counted once
-    residual = torch.cat([b.attn.proj.weight.flatten() for b in model.blocks] + [b.mlp.proj.weight.flatten() for b in model.blocks])
+    residual = torch.cat([b.attn.proj.weight.flatten() for b in model.blocks]
+                         + [b.mlp.proj.weight.flatten() for b in model.blocks])
     assert residual.std().item() == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
     assert model.blocks[0].mlp.fc.weight.std().item() == pytest.approx(0.02, rel=0.05)
 

@@ -102,8 +102,10 @@ def test_offline_run_file_holds_every_namespace_the_summary_and_the_config(wandb
     config = {"learning_rate": 3e-4, "batch_size": 8, "wandb_api_key": "secret"}
     options = {"offline": True, "wandb_project": "proj", "wandb_tags": "a, b", "wandb_group": "grp",
                "wandb_log_model": True}
+    called = {}
     with trackkit.start(["wandb", "jsonl"], output_dir=out, config=config, options=options) as run:
         for step in range(1, 121):
+            called[step] = time.time()
             log_steps(run, [step])
             if step % 30 == 0:
                 run.log_metrics("system", {"cpu_percent": step / 10}, step=step)
@@ -121,23 +123,28 @@ def test_offline_run_file_holds_every_namespace_the_summary_and_the_config(wandb
     assert part.project == "proj" and part.tags == ["a", "b"] and part.group == "grp"
     assert part.config["learning_rate"] == 3e-4 and part.config["batch_size"] == 8
     assert part.config["wandb_api_key"] == "***"
-    assert part.step_metrics == {"train/*": "train/step", "eval/*": "eval/step", "epoch/*": "epoch/number",
-                                 "system/*": "system/step"}
-    namespaces = {"train": "train/step", "eval": "eval/step", "epoch": "epoch/number", "system": "system/step"}
+    assert part.step_metrics == {"train/*": "train/step", "eval/*": "eval/step", "epoch/*": "epoch/step",
+                                 "system/*": "system/step", "final/*": "final/step"}
+    namespaces = {"train": "train/step", "eval": "eval/step", "epoch": "epoch/step", "system": "system/step"}
     for namespace, axis in namespaces.items():  # one namespace per row, always with its own axis
         for row in rows([part], axis):
             assert {k.split("/")[0] for k in row if not k.startswith("_")} == {namespace}
     train = rows([part], "train/step")
     assert [r["train/step"] for r in train] == list(range(1, 121))
     assert all(r["train/loss"] == 1.0 / r["train/step"] and r["train/learning_rate"] == 3e-4 for r in train)
+    # Each row carries the time of the log call that made it, not that of the tracker's thread.
+    assert all(abs(r["_timestamp"] - called[r["train/step"]]) < 0.05 for r in train)
     assert [(r["eval/step"], r["eval/best_perplexity"]) for r in rows([part], "eval/step")] == [
         (40, 16.0), (80, 12.0), (120, 8.0)]
-    assert [(r["epoch/number"], r["epoch/val_loss"]) for r in rows([part], "epoch/number")] == [(1, 2.6), (2, 2.6)]
+    # Epochs at the global step they ended at, as in every backend.
+    assert [(r["epoch/step"], r["epoch/val_loss"]) for r in rows([part], "epoch/step")] == [(60, 2.6), (120, 2.6)]
     assert [(r["system/step"], r["system/cpu_percent"]) for r in rows([part], "system/step")] == [
         (30, 3.0), (60, 6.0), (90, 9.0), (120, 12.0)]
     assert [r["_step"] for r in part.history] == list(range(len(part.history)))
     assert part.summary["final/best_perplexity"] == 8.0 and part.summary["final/total_steps"] == 120
-    assert part.summary["eval/best_perplexity"] == 8.0
+    assert part.summary["eval/best_perplexity"] == 8.0  # wandb's own summary: every metric's last value
+    assert part.summary["artifact/best"] == {"path": str(model.resolve()), "kind": "model", "step": 120,
+                                             "metadata": {"step": 120}}
     assert part.artifacts == [{"name": f"model-{part.run_id}", "type": "model", "files": ["model.pt"]}]
     assert part.exit_code == 0
     logged = [e for e in read_events(record_dir(out) / "metrics.jsonl") if e["event"] == "train"]
@@ -334,7 +341,7 @@ def test_command_line_options_reach_the_tracker():
     chosen = (tracker.project, tracker.entity, tracker.run_name, tracker.tags, tracker.group)
     assert chosen == ("p", "e", "n", ["a", "b"], "g")
     assert tracker.log_model and tracker.init_timeout == 5 and tracker.offline
-    assert WandbTracker().project == "gpt-pretrain" and WandbTracker().init_timeout == 30
+    assert WandbTracker().project is None and WandbTracker().init_timeout == 30  # None: the run's project
     help_text = CliRunner().invoke(train, ["--help"]).output
     for flag in ("--wandb-project", "--wandb-entity", "--wandb-run-name", "--wandb-tags", "--wandb-group",
                  "--wandb-log-model", "--wandb-init-timeout"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -29,6 +30,17 @@ def write_corpus(folder: Path, chars: int = 6000, name: str = "corpus.txt") -> P
     path = folder / name
     path.write_text(english(chars), encoding="utf-8")
     return path
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a trainer started as a process of its own: this one's, less wandb's service token.
+
+    wandb records in WANDB_SERVICE, in the environment of the process that started its service
+    process, how to reach it (tests that train in this process with wandb start one). A child
+    that inherited it would hand its runs to this process's service instead of starting its own,
+    which neither a kill -9 of the child nor its exit would then end.
+    """
+    return {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}, **extra}
 
 
 def train(*args: str) -> Result:

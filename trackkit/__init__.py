@@ -9,8 +9,10 @@ from .dispatch import Limits
 from .errors import TrackkitError
 from .hookspecs import hookimpl, hookspec
 from .metrics import perplexity
+from .namespaces import Namespace
 from .run import NullRun, Run, start
 from .runinfo import RunInfo
 
-__version__ = "0.1.0"
-__all__ = ["Limits", "NullRun", "Run", "RunInfo", "TrackkitError", "hookimpl", "hookspec", "perplexity", "start"]
+__version__ = "0.2.0"
+__all__ = ["Limits", "Namespace", "NullRun", "Run", "RunInfo", "TrackkitError", "hookimpl", "hookspec", "perplexity",
+           "start"]

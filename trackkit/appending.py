@@ -20,18 +20,20 @@ _BATCH = 4096  # lines held before they are written: a bound on memory between f
 
 
 class RecordAppender:
-    """Appends events to a metrics.jsonl; ``flush()`` puts them on disk and saves index.json.
+    """Appends events to a metrics.jsonl and keeps index.json beside it up to date.
 
-    Lines are written, and folded into the index, a batch at a time: one write and one fold per
-    few thousand events costs far less than one per event, and a kill -9 loses what it would
-    have lost anyway, the records since the last flush.
+    Lines are written a batch at a time (one write per few thousand lines, at the latest at each
+    ``flush()``), and folded into the index once written. A write that fails (a full disk) is cut
+    back off the file, so that no line is torn or doubled, and its lines wait for the next one;
+    ``flush()`` raises its error, so the layer knows what did not reach the disk.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         # A resumed run continues a record: its index as saved, or rebuilt from it.
         self.index: RecordIndex = record_index.current(self.path, write=False)
-        self._file = open(self.path, "a", encoding="utf-8")
+        # O_APPEND: every write lands at the end, whatever a reader does.
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._events: list[dict[str, Any]] = []
         self._lines: list[str] = []
 
@@ -39,32 +41,49 @@ class RecordAppender:
         self._lines.append(encode(event))
         self._events.append(event)
         if len(self._lines) >= _BATCH:
-            self._write()
+            with contextlib.suppress(OSError):  # the lines wait; the next flush says what failed
+                self._write()
 
     def flush(self) -> None:
+        assert self._fd is not None, "flushed after close"
         self._write()
-        self._file.flush()
         # The index is a convenience the readers check and rebuild: failing to save it (a folder
         # that turned read-only) must not count the records themselves as lost.
         with contextlib.suppress(OSError):
-            record_index.save(self.index, self.path, os.fstat(self._file.fileno()))
+            record_index.save(self.index, self.path, os.fstat(self._fd))
 
     def close(self) -> None:
-        if not self._file.closed:
-            self.flush()
-            self._file.close()
+        """Write what is left where that can be done, and close the file."""
+        if self._fd is None:
+            return
+        try:
+            with contextlib.suppress(OSError):  # reported by the flush that failed before
+                self.flush()
+        finally:
+            os.close(self._fd)
+            self._fd = None
 
     def _write(self) -> None:
         if not self._lines:
             return
-        self._file.write("\n".join(self._lines) + "\n")
-        # json's output is ASCII (other characters come out as \u escapes): a line's length is its size.
-        self.index.add(self._events, [size + 1 for size in map(len, self._lines)])
+        assert self._fd is not None
+        text = "\n".join(self._lines) + "\n"
+        # json writes ASCII (other characters as \u escapes): a line's length is then its size.
+        sizes = [len(line.encode()) + 1 for line in self._lines] if not text.isascii() else None
+        data = memoryview(text.encode())
+        good = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+        except OSError:
+            os.ftruncate(self._fd, good)
+            raise
+        self.index.add(self._events, sizes or [size + 1 for size in map(len, self._lines)])
         self._events, self._lines = [], []
 
 
 def encode(event: dict[str, Any]) -> str:
-    """``json.dumps(event)``, faster: most events are of a few shapes (the same fields, kind and
+    """``json.dumps(event, default=str)``, faster: most events are of a few shapes (the same fields, kind and
     metric names step after step) whose numbers are finite, and one %-format string per shape
     writes them in a single C call. Any other event goes through json's own C encoder."""
     metrics = event.get("metrics")
@@ -81,7 +100,7 @@ def encode(event: dict[str, Any]) -> str:
                     return template.format % values
         except (TypeError, OverflowError):  # an unhashable kind; an int too large for a float
             pass
-    return "".join(_ENCODER(event, 0)) if _ENCODER is not None else json.dumps(event)
+    return "".join(_ENCODER(event, 0)) if _ENCODER is not None else json.dumps(event, default=str)
 
 
 class _Template:
@@ -110,14 +129,14 @@ def _literal(value: Any) -> str:
     return json.dumps(value).replace("%", "%%")
 
 
-def _unserialisable(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+def _as_text(value: Any) -> str:
+    return str(value)  # json.dumps(..., default=str): an artifact's metadata may hold a Path
 
 
 _NUMBERS = frozenset({int, float})
 _TEMPLATES: dict[tuple, _Template | None] = {}
-# json.dumps's own C encoder with json.dumps's settings (no circular check: an event is a tree);
+# json.dumps's own C encoder with json.dumps's settings, default=str (no circular check: an event is a tree);
 # json.dumps makes one per call, which costs as much as writing the metrics. None without _json.
 _ENCODER = c_make_encoder and c_make_encoder(
-    None, _unserialisable, encode_basestring_ascii, None, ": ", ", ", False, False, True
+    None, _as_text, encode_basestring_ascii, None, ": ", ", ", False, False, True
 )

@@ -1,6 +1,7 @@
 """The ``trackkit`` command: inspect installed trackers and the runs they recorded."""
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import time
@@ -14,9 +15,9 @@ from . import outputs
 from . import runs as records
 from .errors import TrackkitError
 from .export import export_csv
-from .options import OneLineError
+from .options import OneLineError, contributed_options
 from .plugins import discovered
-from .replay import TARGETS, replay
+from .replay import replay
 from .report import report
 
 
@@ -114,7 +115,7 @@ def list_runs(directory: str, best: records.Best) -> None:
                 _trackers(run.info), _when(started), run.dir,
             )))
         except TrackkitError as exc:
-            report(f"skipped: {exc}")
+            report("skipped_run", error=exc)
     if not found:
         raise OneLineError(f"no readable trackkit runs under {directory} (a run is a folder with trackkit/run.json)")
     found.sort(key=lambda pair: pair[0])
@@ -242,25 +243,39 @@ def export(run_dir: str, fmt: str, output: str | None) -> None:
 
 
 # -- trackkit sync -----------------------------------------------------------------------------------
+def _sync_options(command: Callable) -> Callable:
+    """Every installed tracker's options, for ``sync --to`` (the run's recorded ones are the defaults)."""
+    extra, _ = contributed_options({"offline"})
+    copies = []
+    for option in extra:
+        option = copy.copy(option)
+        option.default, option.show_default = None, False  # unset: the recorded value applies
+        copies.append(option)
+    command.__click_params__ = [*getattr(command, "__click_params__", []), *reversed(copies)]  # type: ignore
+    return command
+
+
 @main.command()
 @click.argument("run_dir", metavar="RUN")
-@click.option(
-    "--to", "target", type=click.Choice(TARGETS),
-    help="Replay RUN's local record into this backend (RUN/tensorboard, or a wandb offline run in RUN/wandb).",
-)
+@click.option("--to", "target", metavar="NAME",
+              help="Send RUN's local record to this tracker (any installed one), only what its backend lacks.")
+@click.option("--offline", is_flag=True, default=None, help="Keep the backend off the network (wandb offline).")
+@_sync_options
 @_one_line_errors
-def sync(run_dir: str, target: str | None) -> None:
-    """Upload RUN's wandb offline runs (wandb sync); with --to, replay its local record into a backend."""
+def sync(run_dir: str, target: str | None, **options: Any) -> None:
+    """Upload RUN's wandb offline runs (wandb sync); with --to NAME, deliver what that backend lacks.
+
+    With --to, the tracker options RUN was recorded with apply, except those given here.
+    """
     if target is None:
         from .wandb_files import sync as upload_wandb_offline
 
         raise SystemExit(upload_wandb_offline(run_dir))
-    # Replaying needs RUN writable; whatever a failed replay wrote would block the next try.
-    outputs.check_folder(records.load_run(run_dir).dir)
-    with outputs.removed_on_failure(Path(run_dir) / target):
-        result = replay(run_dir, target)
+    outputs.check_folder(records.load_run(run_dir).dir)  # the replay writes there: found out before it starts
+    result = replay(run_dir, target, options)
     if result.skipped:  # typically the best checkpoints of earlier steps, rotated away since
-        more = f" and {len(result.skipped) - 1} more like it" if len(result.skipped) > 1 else ""
-        report(f"not replayed: {result.skipped[-1]}{more}")
-    ids = "".join(f" ({name} run {backend_id})" for name, backend_id in result.backend_ids.items())
-    click.echo(f"replayed {result.events} events of {run_dir} into {result.folder}{ids}")
+        report("not_sent", what=result.skipped[-1], more=len(result.skipped) - 1)
+    ids = "".join(f" ({name} run {backend_id})" for name, backend_id in result.backend_ids.items()
+                  if name == result.target)
+    click.echo(f"sent {result.records} records of {run_dir} to {result.target}{ids}; "
+               "it skipped every step its backend already held")

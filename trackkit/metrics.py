@@ -1,11 +1,10 @@
-"""Metric names and values: namespacing, validation at the call site, conversion off it."""
+"""Metric names, values and steps: checked at the call site, converted off it."""
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping
 from typing import Any
-
-NAMESPACES = ("train", "eval", "epoch", "final")
 
 
 def perplexity(loss: float) -> float:
@@ -24,18 +23,40 @@ def checked(namespace: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     tracker threads (``qualified``). A 0-d tensor stays a tensor here (reading it would sync the
     device) and is converted there by ``to_number``.
     """
+    if type(metrics) is not dict and not isinstance(metrics, Mapping):
+        raise TypeError(f"metrics must be a mapping of names to numbers, got {type(metrics).__name__}")
     valid = _VALID_NAMES.get(namespace)
     if valid is None:
         valid = _VALID_NAMES.setdefault(namespace, set())
     if valid >= metrics.keys() and _PLAIN_NUMBERS.issuperset(map(type, metrics.values())):
         return dict(metrics)
-    out = {}
+    out, seen = {}, set()
     for key, value in metrics.items():
         full = full_name(namespace, key)  # raises for a name that is not one
+        if full in seen:
+            raise ValueError(f"metric {full!r} is given twice (as {namespace}/name and as name)")
+        seen.add(full)
         out[key] = value if type(value) in _PLAIN_NUMBERS else _checked_value(full, value)
-        if len(valid) < 10_000:  # a loop that invents new names every step gets no cache, not a leak
+        # Only names without their namespace are remembered: a dict holding both "loss" and
+        # "train/loss" then always takes this path, where it is refused.
+        if len(valid) < 10_000 and "/" not in key:  # a loop inventing names every step gets no cache, not a leak
             valid.add(key)
     return out
+
+
+def checked_step(step: Any, name: str = "step") -> int:
+    """``step`` as a non-negative int; a 0-d integer tensor or NumPy integer is accepted.
+
+    (A step on the GPU is read here, which waits for the device: keep steps as Python ints.)
+    """
+    if type(step) is int and step >= 0:
+        return step
+    if isinstance(step, bool) or not _is_integer_like(step):
+        raise TypeError(f"{name} must be a non-negative int, got {type(step).__name__} {step!r}")
+    value = operator.index(step)
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value}")
+    return value
 
 
 def qualified(namespace: str, metrics: Mapping[str, Any]) -> dict[str, float | int]:
@@ -48,11 +69,12 @@ def full_name(namespace: str, key: str) -> str:
     """``key`` with its namespace: ``loss`` and ``train/loss`` are both ``train/loss``."""
     if not isinstance(key, str):
         raise TypeError(f"metric names must be strings, got {key!r}")
-    if key.startswith(namespace + "/"):
-        return key
-    if "/" in key:
+    name = key[len(namespace) + 1:] if key.startswith(namespace + "/") else key
+    if not name or not name.isprintable():
+        raise ValueError(f"metric name {key!r} must be non-empty and printable")
+    if "/" in name:
         raise ValueError(f"metric {key!r} does not belong to the {namespace!r} namespace")
-    return f"{namespace}/{key}"
+    return f"{namespace}/{name}"
 
 
 def _checked_value(key: str, value: Any) -> Any:
@@ -80,6 +102,24 @@ def nonfinite(metrics: Mapping[str, float | int]) -> list[str]:
     return [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
 
 
+class NonFinite:
+    """Says once per metric, for the whole run, that it was NaN or inf (it is recorded as it is).
+
+    One tracker's worker looks at every record, in the order logged, so the step named is the first.
+    """
+
+    def __init__(self, report: Any):
+        self._report = report
+        self._flagged: set[str] = set()
+
+    def look_at(self, record: Any) -> None:
+        metrics = record.ready()
+        for key in nonfinite(metrics):
+            if key not in self._flagged:
+                self._flagged.add(key)
+                self._report("nonfinite", key=key, value=metrics[key], step=record.step)
+
+
 _PLAIN_NUMBERS = frozenset({int, float})
 _VALID_NAMES: dict[str, set[str]] = {}  # namespace -> keys already checked, as logged
 
@@ -92,7 +132,16 @@ def _is_scalar_like(value: Any) -> bool:
     if not hasattr(value, "item"):
         return False
     shape = getattr(value, "shape", None)
-    if shape is None or len(shape) == 0:
-        dtype = str(getattr(value, "dtype", ""))
-        return not any(t in dtype for t in ("str", "bytes", "object", "<U"))
-    return math.prod(shape) == 1
+    if shape is not None and len(shape) != 0 and math.prod(shape) != 1:
+        return False
+    dtype = str(getattr(value, "dtype", ""))
+    return not any(t in dtype for t in ("str", "bytes", "object", "<U", "complex", "void"))
+
+
+def _is_integer_like(value: Any) -> bool:
+    """An int, a NumPy integer, or a 0-d integer tensor (what ``operator.index`` takes)."""
+    if isinstance(value, int):
+        return True
+    shape = getattr(value, "shape", None)
+    dtype = str(getattr(value, "dtype", ""))
+    return (shape is not None and len(shape) == 0 and "int" in dtype) or (shape is None and hasattr(value, "__index__"))

@@ -10,9 +10,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import pluggy
-
-from . import hookspecs
 from .errors import TrackkitError
 
 ENTRY_POINT_GROUP = "trackkit.trackers"
@@ -23,7 +20,7 @@ NONE = "none"
 class TrackerSource:
     name: str
     target: str  # "package.module:Class"
-    distribution: str  # "trackkit 0.1.0", or "(by path)" for module:Class
+    distribution: str  # "trackkit 0.2.0", or "(by path)" for module:Class
 
     def load(self) -> type:
         module_name, _, attr = self.target.partition(":")
@@ -58,7 +55,11 @@ class TrackerSource:
         params = inspect.signature(cls).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             options = {k: v for k, v in options.items() if k in params}
-        return cls(**options)
+        try:
+            return cls(**options)  # on the caller's thread (hookspecs.py: threads)
+        except Exception as exc:  # a bad option value: the tracker's own message, in one line
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrackkitError(f"tracker {self.name!r} cannot be created: {text}") from None
 
     def backend_available(self) -> bool | None:
         """Whether the backend libraries the tracker class lists in ``requires`` import."""
@@ -72,7 +73,7 @@ class TrackerSource:
 @lru_cache(maxsize=1)
 def discovered() -> dict[str, TrackerSource]:
     """Every tracker installed in the entry-point group, by the name users pass to --tracker."""
-    found = {}
+    found: dict[str, TrackerSource] = {}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
         found.setdefault(ep.name, TrackerSource(ep.name, ep.value, dist))
@@ -107,9 +108,3 @@ def parse_names(values: list[str] | tuple[str, ...] | str) -> list[str]:
     for name in names:
         source_for(name)  # fail early, with the list of what is available
     return names
-
-
-def plugin_manager() -> pluggy.PluginManager:
-    pm = pluggy.PluginManager("trackkit")
-    pm.add_hookspecs(hookspecs)
-    return pm

@@ -58,7 +58,7 @@ class SystemSampler:
                     sample.update(source())
                 except Exception as exc:  # a driver gone away: drop that source, keep the others
                     self._sources.remove(source)
-                    report(f"system metrics: {type(exc).__name__}: {exc}; that source is no longer sampled")
+                    report("source_dropped", error=f"{type(exc).__name__}: {exc}")
             if sample:
                 self._run.log_metrics("system", sample, step=self._run.last_train_step)
 
@@ -72,8 +72,7 @@ def sources() -> list[Callable[[], dict[str, float]]]:
         if os.path.exists("/proc/self/stat"):
             found.append(ProcSampler())
         else:
-            report("system metrics: psutil is not installed (pip install 'trackkit[tools]'); "
-                   "CPU, memory, network and disks are not sampled")
+            report("no_psutil")
     else:
         found.append(PsutilSampler(psutil))
     found.append(cuda_memory)

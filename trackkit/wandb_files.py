@@ -59,7 +59,7 @@ def read_records(path: str | Path) -> Iterator[Any]:
         else:
             return
         if kind in (_FULL, _LAST):
-            record = wandb_internal_pb2.Record()
+            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]
             record.ParseFromString(b"".join(pieces))
             pieces = []
             yield record
@@ -128,12 +128,11 @@ def run_files(wandb_dir: str | Path, run_id: str) -> list[RunFile]:
 
 def is_step_axis(key: str) -> bool:
     """Whether a history key is a step counter the wandb tracker plots a namespace against."""
-    return key == "_step" or key == "epoch/number" or key.endswith("/step")
+    return key == "_step" or key.endswith("/step")
 
 
 def last_steps(wandb_dir: str | Path, run_id: str) -> dict[str, float]:
-    """For each step axis (``train/step``, ``eval/step``, ``epoch/number``, ``<ns>/step``,
-    ``_step``), the largest value in the history of every local fragment of ``run_id``."""
+    """For each step axis (``<ns>/step``, ``_step``), the largest value in the history of every local fragment of ``run_id``."""
     last: dict[str, float] = {}
     for run in run_files(wandb_dir, run_id):
         for row in run.history:

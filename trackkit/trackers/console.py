@@ -1,65 +1,40 @@
-"""Console lines in English or Chinese, a start banner, a final summary table.
+"""Console lines in English or Chinese, a start banner, a final summary.
 
     step    250 | epoch  1/10 | batch  125/500 | loss 4.2345 | ppl  68.45 | lr 8.5e-05 | time 1.23s
     步骤    250 | 轮次  1/10 | 批次  125/500 | 损失 4.2345 | 困惑度  68.45 | 学习率 8.5e-05 | 用时 1.23s
 
-The epoch and batch totals come from the config keys ``num_epochs`` and ``batches_per_epoch``;
-the batch position from ``train/batch``. A part whose value was not logged is left out.
+A training line is the step, then the record's metrics: by default every one, in the order
+logged (a loop that logs only ``loss`` gets ``step 10 | loss 2.3456``). A program decides the
+line with two options it passes to ``trackkit.start``: ``console_fields``, the metric names to
+show and their order, and ``console_totals``, a total for any of them, shown as ``value/total``
+(the reference trainer passes ``{"epoch": <epochs>, "batch": <steps per epoch>}``). The contract's
+metric names get the guide's labels and formats; any other shows its own name.
 
 Lines are written in one piece at each flush (about once a second): a stream that is watched
 (wandb captures the console, a pipe wakes its reader) then pays once per flush, not per line.
 """
 from __future__ import annotations
 
-import locale
-import os
 import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-import click
-
+from .. import messages
 from ..hookspecs import hookimpl
+from ..runinfo import RunInfo
 
-TEXT = {
-    "en": {
-        "step": "step", "epoch": "epoch", "batch": "batch", "loss": "loss", "ppl": "ppl", "lr": "lr",
-        "time": "time", "eval_header": "--- Evaluation at step {step} ---",
-        "eval_done": "Evaluation done - avg loss: {loss:.4f}, perplexity: {ppl:.2f}",
-        "epoch_done": "Epoch {epoch}{total} done - train loss: {train_loss:.4f}, val loss: {val_loss:.4f}, "
-                      "val perplexity: {val_ppl:.2f}",
-        "start": "Run {name} ({id}) -> {dir}", "resume": "Resuming from step {step}",
-        "world": "processes: {n}", "config": "Config", "summary": "Run {name} finished: {status}",
-        "tracker": "tracker {name}: {state}, {delivered} delivered, {lost} lost", "artifact": "Saved {kind} {name}: {path}",
-    },
-    "zh": {
-        "step": "步骤", "epoch": "轮次", "batch": "批次", "loss": "损失", "ppl": "困惑度", "lr": "学习率",
-        "time": "用时", "eval_header": "--- 第 {step} 步评估 ---",
-        "eval_done": "评估完成 - 平均损失: {loss:.4f}, 困惑度: {ppl:.2f}",
-        "epoch_done": "第 {epoch}{total} 轮完成 - 训练损失: {train_loss:.4f}, 验证损失: {val_loss:.4f}, "
-                      "验证困惑度: {val_ppl:.2f}",
-        "start": "运行 {name} ({id}) -> {dir}", "resume": "从第 {step} 步继续",
-        "world": "进程数: {n}", "config": "配置", "summary": "运行 {name} 结束: {status}",
-        "tracker": "记录器 {name}: {state}, 已送达 {delivered}, 丢失 {lost}", "artifact": "已保存 {kind} {name}: {path}",
-    },
-}
-
-
-def default_lang() -> str:
-    for var in ("LC_ALL", "LC_MESSAGES", "LANG"):
-        if os.environ.get(var):
-            return "zh" if os.environ[var].lower().startswith("zh") else "en"
-    return "zh" if (locale.getlocale()[0] or "").lower().startswith("zh") else "en"
+FORMATS = {"epoch": "{:2d}", "batch": "{:4d}", "loss": "{:.4f}", "perplexity": "{:6.2f}",
+           "learning_rate": "{:.1e}", "elapsed_time": "{:.2f}s"}
 
 
 class ConsoleTracker:
-    options = [
-        click.Option(
-            ["--console-lang", "console_lang"], type=click.Choice(["en", "zh"]), default=None,
-            help="Language of the console lines (default: from the locale).",
-        )
-    ]
-
-    def __init__(self, console_lang: str | None = None, stream=None):
-        self.text = TEXT[console_lang or default_lang()]
+    # --console-lang is the layer's (options.py): it sets the language of every line trackkit prints.
+    def __init__(self, console_lang: str | None = None, console_fields: Sequence[str] | None = None,
+                 console_totals: Mapping[str, int] | None = None, stream=None):
+        lang = console_lang or messages.lang()
+        self.text, self.labels = messages.TEXT[lang], messages.LABELS[lang]
+        self.fields = list(console_fields) if console_fields is not None else None
+        self.totals = dict(console_totals or {})
         self.out = stream or sys.stdout
         self.progress = self.out.isatty()
         self.lines: list[str] = []  # written at the next flush
@@ -78,83 +53,84 @@ class ConsoleTracker:
         self.lines.clear()
         self.bar_shown, self.bar = bool(self.bar), ""
 
+    def _value(self, name: str, value: float | int) -> str:
+        fmt = FORMATS.get(name)
+        shown = fmt.format(int(value) if "d}" in fmt else value) if fmt else \
+            (f"{value:.4g}" if isinstance(value, float) else str(value))
+        return f"{shown}/{self.totals[name]}" if name in self.totals else shown
+
+    def _pairs(self, metrics: Mapping[str, float | int], prefix: str, names: Sequence[str] | None) -> list[str]:
+        short = {key[len(prefix):]: value for key, value in metrics.items()}
+        chosen = names if names is not None else [n for n in short if n != "step"]
+        return [f"{self.labels.get(n, n)} {self._value(n, short[n])}" for n in chosen if n in short]
+
     @hookimpl
-    def trackkit_start(self, run, config):
+    def trackkit_start(self, run: RunInfo, config: Mapping[str, Any]) -> None:
         t = self.text
-        self.num_epochs = config.get("num_epochs")
-        self.batches_per_epoch = config.get("batches_per_epoch")
         self.run_name = run.name
         self._print(t["start"].format(name=run.name, id=run.id, dir=run.dir))
-        if run.resumed:
+        if run.resumed_from_step is not None:
             self._print(t["resume"].format(step=run.resumed_from_step))
         if run.world_size > 1:
             self._print(t["world"].format(n=run.world_size))
         if config:
             self._print(t["config"] + ":")
-            width = max(len(k) for k in config)
-            for key in sorted(config):
-                self._print(f"  {key:<{width}}  {config[key]}")
+            width = max(len(str(k)) for k in config)
+            for key in sorted(config, key=str):
+                self._print(f"  {key!s:<{width}}  {config[key]}")
         self._write_out()
 
     @hookimpl
-    def trackkit_log_train(self, metrics, step):
-        t, m = self.text, metrics
-        parts = [f"{t['step']} {step:6d}"]
-        if "train/epoch" in m:
-            total = f"/{self.num_epochs}" if self.num_epochs else ""
-            parts.append(f"{t['epoch']} {int(m['train/epoch']):2d}{total}")
-        if "train/batch" in m:
-            total = f"/{self.batches_per_epoch}" if self.batches_per_epoch else ""
-            parts.append(f"{t['batch']} {int(m['train/batch']):4d}{total}")
-        if "train/loss" in m:
-            parts.append(f"{t['loss']} {m['train/loss']:.4f}")
-        if "train/perplexity" in m:
-            parts.append(f"{t['ppl']} {m['train/perplexity']:6.2f}")
-        if "train/learning_rate" in m:
-            parts.append(f"{t['lr']} {m['train/learning_rate']:.1e}")
-        if "train/elapsed_time" in m:
-            parts.append(f"{t['time']} {m['train/elapsed_time']:.2f}s")
+    def trackkit_log_train(self, metrics: Mapping[str, float | int], step: int) -> None:
+        parts = [f"{self.labels['step']} {step:6d}", *self._pairs(metrics, "train/", self.fields)]
         self._print(" | ".join(parts))
-        if self.progress and "train/batch" in m and self.batches_per_epoch:
-            done = int(m["train/batch"]) / self.batches_per_epoch
+        bar = next((n for n in reversed(self.fields or []) if n in self.totals and f"train/{n}" in metrics), None)
+        if self.progress and bar is not None and self.totals[bar]:
+            done = min(1.0, metrics[f"train/{bar}"] / self.totals[bar])
             self.bar = f"[{'#' * int(30 * done):<30}] {done:4.0%}"
 
     @hookimpl
-    def trackkit_log_eval(self, metrics, step):
+    def trackkit_log_eval(self, metrics: Mapping[str, float | int], step: int) -> None:
         self._print(self.text["eval_header"].format(step=step))
-        if "eval/loss" in metrics:
-            loss = metrics["eval/loss"]
-            ppl = metrics.get("eval/perplexity", float("nan"))
-            self._print(self.text["eval_done"].format(loss=loss, ppl=ppl))
+        if "eval/loss" in metrics and "eval/perplexity" in metrics:
+            self._print(self.text["eval_done"].format(loss=metrics["eval/loss"], ppl=metrics["eval/perplexity"]))
+        else:
+            self._print(self.text["eval_other"].format(values=", ".join(self._pairs(metrics, "eval/", None))))
 
     @hookimpl
-    def trackkit_log_epoch(self, metrics, epoch, step):
-        nan = float("nan")
-        self._print(self.text["epoch_done"].format(
-            epoch=epoch, total=f"/{self.num_epochs}" if self.num_epochs else "",
-            train_loss=metrics.get("epoch/train_loss", nan), val_loss=metrics.get("epoch/val_loss", nan),
-            val_ppl=metrics.get("epoch/val_perplexity", nan),
-        ))
+    def trackkit_log_epoch(self, metrics: Mapping[str, float | int], epoch: int) -> None:
+        total = f"/{self.totals['epoch']}" if "epoch" in self.totals else ""
+        wanted = ("epoch/train_loss", "epoch/val_loss", "epoch/val_perplexity")
+        if all(k in metrics for k in wanted):
+            train_loss, val_loss, val_ppl = (metrics[k] for k in wanted)
+            self._print(self.text["epoch_done"].format(epoch=epoch, total=total, train_loss=train_loss,
+                                                       val_loss=val_loss, val_ppl=val_ppl))
+        else:
+            values = ", ".join(self._pairs(metrics, "epoch/", None))
+            self._print(self.text["epoch_other"].format(epoch=epoch, total=total, values=values))
 
     @hookimpl
-    def trackkit_log_artifact(self, path, name, kind):
+    def trackkit_log_artifact(self, path, name: str, kind: str) -> None:
         self._print(self.text["artifact"].format(kind=kind, name=name, path=path))
 
     @hookimpl
-    def trackkit_flush(self):
+    def trackkit_flush(self) -> None:
         self._write_out()
 
     @hookimpl
-    def trackkit_finish(self, status, summary):
+    def trackkit_finish(self, status: str, summary: Mapping[str, Any]) -> None:
         t = self.text
-        self._print(t["summary"].format(name=self.run_name, status=status))
+        self._print(t["summary"].format(name=getattr(self, "run_name", "?"), status=t["status"].get(status, status)))
         final = summary.get("final", {})
         if final:
             width = max(len(k) for k in final)
             for key, value in final.items():
                 shown = f"{value:.4f}" if isinstance(value, float) else value
                 self._print(f"  {key:<{width}}  {shown}")
+        for name, artifact in summary.get("artifacts", {}).items():
+            self._print("  " + t["kept"].format(name=name, **artifact))
         for name, health in summary.get("trackers", {}).items():
-            self._print("  " + t["tracker"].format(name=name, **health))
+            self._print("  " + t["tracker"].format(name=name, **{**health, "state": t["state"].get(health["state"],
+                                                                                                  health["state"])}))
         self.bar = ""
         self._write_out()

@@ -1,9 +1,10 @@
 """The wandb tracker: online, offline or falling back to offline; one step axis per namespace.
 
-- ``train/*`` is plotted against ``train/step``, ``eval/*`` against ``eval/step``, ``epoch/*``
-  against ``epoch/number`` and any other namespace ``<ns>/*`` against ``<ns>/step`` (wandb's
-  define_metric), so a namespace never loses points to another one's step.
-- ``final/*`` and ``eval/best_perplexity`` go to the run summary, the config to the run config.
+- Every namespace ``<ns>/*`` is plotted against ``<ns>/step``, the global step, which the tracker
+  adds to each row (wandb's ``define_metric``): a namespace never loses points to another's step,
+  and every backend has each record at the same step. Each row's ``_timestamp`` is the log call's.
+- ``final/*`` go to the run summary, the config to the run config; each kept artifact (the best
+  checkpoint: path, step, metrics) to the summary as ``artifact/<name>``.
 - Offline runs live in ``<output_dir>/wandb``; ``trackkit sync <output_dir>`` uploads them.
 - Online without an API key, or with a server that cannot be reached, the run switches to
   offline within ``--wandb-init-timeout`` seconds and says so once. Records wait in the
@@ -12,6 +13,8 @@
   that wandb run and skips every record whose step wandb already holds. Records up to the
   checkpoint that wandb lacks (wandb-core writes its file every few seconds, so a ``kill -9``
   soon after a checkpoint loses its last ones) are sent again from the local record.
+- A ``run.log`` hands a row to wandb's own process (wandb-core), which does the network: nothing
+  here waits on the server but the start (``--wandb-init-timeout``) and the end (``--backend-timeout``).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import os
 import re
 import secrets
 import string
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,19 +31,21 @@ from typing import Any
 
 import click
 
+from .. import messages
 from ..errors import TrackkitError
 from ..hookspecs import hookimpl
+from ..messages import notice
+from ..namespaces import namespace
 from ..reading import read_events
-from ..record import hook_call, record_dir
+from ..record import Record, from_event, record_dir
 from ..report import report
 from ..runinfo import RunInfo
 from ..wandb_files import is_step_axis, last_steps
 
-DEFAULT_PROJECT = "gpt-pretrain"
 EXIT_CODES = {"success": 0, "failed": 1, "interrupted": 130}  # 130: what a shell reports for Ctrl-C
-AXES = {"train": "train/step", "eval": "eval/step", "epoch": "epoch/number"}  # other namespaces: <ns>/step
 PROBE_TIMEOUT = 5.0  # seconds to wait for any answer from the wandb server
 TEARDOWN_RESERVE = 5.0  # seconds a failed online start takes to let go of its run
+INITIALISED = {"en": "wandb initialised", "zh": "wandb初始化成功"}  # the guide's first line
 
 
 class WandbTracker:
@@ -47,12 +53,12 @@ class WandbTracker:
     options = [
         click.Option(
             ["--wandb-project", "--wandb_project", "wandb_project"], metavar="NAME",
-            help=f"W&B project (default: $WANDB_PROJECT, else {DEFAULT_PROJECT}).",
+            help="W&B project (default: $WANDB_PROJECT, else the run's project).",
         ),
         click.Option(["--wandb-entity", "--wandb_entity", "wandb_entity"], metavar="NAME", help="W&B team or user."),
         click.Option(
             ["--wandb-run-name", "--wandb_run_name", "wandb_run_name"], metavar="NAME",
-            help="W&B run name (default: the run's name, i.e. its output folder's name).",
+            help="W&B run name (default: the run's name).",
         ),
         click.Option(
             ["--wandb-tags", "--wandb_tags", "wandb_tags"], metavar="A,B", help="Comma-separated W&B run tags."
@@ -79,8 +85,9 @@ class WandbTracker:
         wandb_log_model: bool = False,
         wandb_init_timeout: float = 30.0,
         offline: bool | None = None,
+        backend_timeout: float = 10.0,
     ):
-        self.project = wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
+        self.project = wandb_project or os.environ.get("WANDB_PROJECT")  # else the run's project
         self.entity = wandb_entity
         self.run_name = wandb_run_name
         if isinstance(wandb_tags, str):
@@ -89,11 +96,12 @@ class WandbTracker:
         self.group = wandb_group
         self.log_model = wandb_log_model
         self.init_timeout = wandb_init_timeout
-        if offline is None:
-            offline = os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun")
-        self.offline = offline
-        self.wb = None  # the wandb Run, once started
-        self.axes = dict(AXES)  # namespace -> its step axis, with namespaces seen so far
+        mode = os.environ.get("WANDB_MODE", "").lower()  # wandb's own switch; --offline is every backend's
+        self.disabled = mode == "disabled"
+        self.offline = offline if offline is not None else mode in ("offline", "dryrun")
+        self.backend_timeout = backend_timeout
+        self.wb: Any = None  # the wandb Run, once started
+        self.axes: dict[str, str] = {}  # namespace -> its step axis, defined in wandb so far
         self.held: dict[str, float] = {}  # step axis -> the last value wandb already holds (resume)
         self.row = 0  # wandb's _step for the next row
 
@@ -106,23 +114,30 @@ class WandbTracker:
         self.dir = Path(run.dir)
         self.id = previous_id or _new_id()
         init = dict(
-            project=self.project, entity=self.entity, name=self.run_name or run.name, group=self.group,
-            tags=self.tags or None, config=dict(config), dir=str(self.dir), id=self.id,
+            project=self.project or run.project, entity=self.entity, name=self.run_name or run.name,
+            group=self.group, tags=self.tags or None, config=dict(config), dir=str(self.dir), id=self.id,
             resume="allow" if previous_id else None,
             reinit="create_new",  # never finish or hijack a wandb run the user started
         )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.wb = self._init(wandb, init)
         run.backend_ids["wandb"] = self.id
-        for namespace, axis in AXES.items():
-            self._define(namespace, axis)
         if previous_id:
             self._continue_after(previous_id)
-            self._send_missing(run.resumed_from_step)
+            if run.resumed_from_step is not None:
+                self._send_missing(run.resumed_from_step)
 
     def _init(self, wandb, init: dict[str, Any]):
+        # A backend call that cannot finish gives up within --backend-timeout; wandb-core keeps
+        # what it could not send in its run file (``trackkit sync`` uploads it later).
+        limits = dict(finish_timeout=self.backend_timeout, x_graphql_timeout_seconds=self.backend_timeout,
+                      x_file_stream_timeout_seconds=self.backend_timeout)
+        if self.disabled:  # WANDB_MODE=disabled: wandb's no-op run, no files
+            return wandb.init(mode="disabled", **init)
         if self.offline:
-            return wandb.init(mode="offline", **init)
+            wb = wandb.init(mode="offline", settings=wandb.Settings(**limits), **init)
+            self._say_initialised(notice("wandb_offline", folder=Path(wb.dir).parent))
+            return wb
         deadline = time.monotonic() + self.init_timeout
         url = wandb.setup().settings.base_url
         reason = _unreachable(url, min(PROBE_TIMEOUT, self.init_timeout))
@@ -131,22 +146,26 @@ class WandbTracker:
         elif not wandb.login(prompt=False, verify=False):  # prompting would block this thread
             reason = "no API key (set WANDB_API_KEY or run `wandb login`)"
         else:
-            # quiet: otherwise wandb greets the user with a server query outside init_timeout.
-            # Part of the time left is kept for the teardown after a failed start.
+            # Part of the time left is kept for the teardown after a failed start. wandb greets the
+            # user itself (logged in as, the run's link), as the guide shows.
             timeout = max(1.0, deadline - time.monotonic() - TEARDOWN_RESERVE)
             try:
-                wb = wandb.init(mode="online", settings=wandb.Settings(init_timeout=timeout, quiet=True), **init)
-                report(f"wandb: run {wb.name} at {wb.url}")  # quiet leaves the link out
+                wb = wandb.init(mode="online", settings=wandb.Settings(init_timeout=timeout, **limits), **init)
+                self._say_initialised(notice("wandb_online", name=wb.name, url=wb.url))
                 return wb
             except Exception as exc:  # whatever stops the online start, offline keeps every record
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 wandb.teardown()  # the failed run still holds its id in wandb's service process
         self.offline = True
-        report(
-            f"wandb: {reason}; continuing offline in {self.dir / 'wandb'} "
-            f"(upload later with `trackkit sync {self.dir}`)"
-        )
-        return wandb.init(mode="offline", **init)
+        report("wandb_fallback", reason=reason, folder=self.dir / "wandb", dir=self.dir)
+        wb = wandb.init(mode="offline", settings=wandb.Settings(**limits), **init)
+        self._say_initialised(notice("wandb_offline", folder=Path(wb.dir).parent))
+        return wb
+
+    @staticmethod
+    def _say_initialised(where: str) -> None:
+        sys.stderr.write(f"{INITIALISED[messages.lang()]}\n{where}\n")
+        sys.stderr.flush()
 
     def _continue_after(self, run_id: str) -> None:
         """Find the last step of every axis wandb already holds, so that nothing is sent twice."""
@@ -159,7 +178,7 @@ class WandbTracker:
         self.row = max(int(self.held.get("_step", -1)) + 1, self.wb.step)
         shown = ", ".join(f"{k} <= {v:g}" for k, v in sorted(self.held.items()) if k != "_step")
         if shown:
-            report(f"wandb: run {run_id} already holds {shown}; records up to there are not sent again")
+            report("wandb_holds", id=run_id, shown=shown)
 
     def _send_missing(self, resumed_from_step: int) -> None:
         """Send what the local record holds up to the checkpoint's step and wandb does not."""
@@ -171,58 +190,42 @@ class WandbTracker:
             # The jsonl tracker may be truncating this file right now: it replaces it whole, and
             # both versions hold the same events up to the checkpoint.
             for event in read_events(path):
-                if event["event"] in ("train", "eval", "epoch", "metrics") and event["step"] <= resumed_from_step:
-                    hook, kwargs = hook_call(event)
-                    getattr(self, hook)(**kwargs)
-        except TrackkitError as exc:
-            report(f"wandb: cannot fill records it lacks from the local record: {exc}")
+                record = from_event(event)
+                if isinstance(record, Record) and record.step <= resumed_from_step:
+                    self._log(record.namespace.name, record.ready(), record.step, record.timestamp)
+        except (TrackkitError, KeyError, TypeError, ValueError) as exc:
+            report("wandb_fill_failed", error=exc)
         if self.row > row:
-            report(f"wandb: sent {self.row - row} records up to step {resumed_from_step} again from the local record")
-
-    def _define(self, namespace: str, axis: str) -> None:
-        self.wb.define_metric(axis)
-        self.wb.define_metric(f"{namespace}/*", step_metric=axis)
+            report("wandb_refilled", count=self.row - row, step=resumed_from_step)
 
     # -- metrics -------------------------------------------------------------------------------
-    def _log(self, namespace: str, metrics: Mapping[str, float], position: int) -> None:
-        axis = self.axes.get(namespace)
+    def _log(self, name: str, metrics: Mapping[str, float], step: int, timestamp: float) -> None:
+        axis = self.axes.get(name)
         if axis is None:
-            axis = self.axes[namespace] = f"{namespace}/step"
-            self._define(namespace, axis)
-        if axis in self.held and position <= self.held[axis]:
+            axis = self.axes[name] = namespace(name).axis
+            self.wb.define_metric(axis)
+            self.wb.define_metric(f"{name}/*", step_metric=axis)
+        if axis in self.held and step <= self.held[axis]:
             return  # wandb has this step from before the resume
         # An explicit _step keeps rows of a resumed offline run after those of its first part.
-        self.wb.log({**metrics, axis: position}, step=self.row, commit=True)
+        self.wb.log({**metrics, axis: step, "_timestamp": timestamp}, step=self.row, commit=True)
         self.row += 1
 
     @hookimpl
-    def trackkit_log_train(self, metrics: Mapping[str, float], step: int) -> None:
-        self._log("train", metrics, step)
+    def trackkit_log_metrics(self, namespace: str, metrics: Mapping[str, float], step: int, timestamp: float) -> None:
+        self._log(namespace, metrics, step, timestamp)
+        if namespace == "final":
+            self.wb.summary.update(dict(metrics))
 
     @hookimpl
-    def trackkit_log_eval(self, metrics: Mapping[str, float], step: int) -> None:
-        self._log("eval", metrics, step)
-        if "eval/best_perplexity" in metrics:
-            self.wb.summary["eval/best_perplexity"] = metrics["eval/best_perplexity"]
-
-    @hookimpl
-    def trackkit_log_epoch(self, metrics: Mapping[str, float], epoch: int, step: int) -> None:
-        self._log("epoch", metrics, epoch)
-
-    @hookimpl
-    def trackkit_log_metrics(self, namespace: str, metrics: Mapping[str, float], step: int) -> None:
-        self._log(namespace, metrics, step)
-
-    @hookimpl
-    def trackkit_log_final(self, metrics: Mapping[str, float]) -> None:
-        self.wb.summary.update(dict(metrics))
-
-    @hookimpl
-    def trackkit_log_artifact(self, path: Path, name: str, kind: str, metadata: Mapping[str, Any]) -> None:
+    def trackkit_log_artifact(self, path: Path, name: str, kind: str, metadata: Mapping[str, Any], step: int) -> None:
+        # Which checkpoint is best (and where) goes to the summary always; its files only with --wandb-log-model.
+        self.wb.summary[f"artifact/{name}"] = {"path": str(path), "kind": kind, "step": step,
+                                               "metadata": json.loads(json.dumps(dict(metadata), default=str))}
         if kind != "model" or not self.log_model:
             return
         if not path.exists():  # a trainer may replace its best checkpoint before this thread gets to it
-            report(f"wandb: {kind} {name!r} was gone from {path} before it could be uploaded (skipped)")
+            report("wandb_gone", kind=kind, name=name, path=path)
             return
         import wandb
 
@@ -242,8 +245,8 @@ class WandbTracker:
         if self.wb is None:
             return
         self.wb.finish(exit_code=EXIT_CODES[status])
-        if self.offline:
-            report(f"wandb: offline run saved in {self.dir / 'wandb'}; upload it with: trackkit sync {self.dir}")
+        if self.offline and not self.disabled:
+            report("wandb_saved", folder=self.dir / "wandb", dir=self.dir)
 
 
 def _new_id() -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from pathlib import Path
 
 import click
@@ -17,14 +18,14 @@ def rows(path: Path) -> list[tuple[str, str, str]]:
     """(step, metric, repr of the value) per data row; repr makes NaN comparable."""
     with open(path, newline="", encoding="utf-8") as f:
         header, *data = csv.reader(f)
-    assert header == ["step", "metric", "value"]
-    return [(step, metric, repr(float(value))) for step, metric, value in data]
+    assert header == ["step", "time", "metric", "value"]
+    return [(step, metric, repr(float(value))) for step, _, metric, value in data]
 
 
 def test_trackkit_plugins_lists_csv_with_its_distribution() -> None:
     result = CliRunner().invoke(trackkit_cli, ["plugins"])
     row = next(line.split() for line in result.output.splitlines() if line.startswith("csv "))
-    assert row == ["csv", "trackkit-csv", "0.1.0", "trackkit_csv:CsvTracker", "ok"]
+    assert row == ["csv", "trackkit-csv", "0.2.0", "trackkit_csv:CsvTracker", "ok"]
 
 
 def test_every_logged_value_is_a_row(tmp_path: Path) -> None:
@@ -41,7 +42,7 @@ def test_every_logged_value_is_a_row(tmp_path: Path) -> None:
         ("2", "eval/loss", "2.5"), ("2", "eval/perplexity", "inf"),
         ("2", "epoch/train_loss", "0.7"), ("2", "epoch/number", "1.0"),
         ("2", "system/cpu_percent", "37.0"),
-        ("", "final/best_perplexity", "12.25"),
+        ("2", "final/best_perplexity", "12.25"),  # at the last training step
     ]
 
 
@@ -70,3 +71,13 @@ def test_resume_drops_rows_logged_after_the_checkpoint(tmp_path: Path) -> None:
         ("1", "train/loss", "1.0"), ("2", "train/loss", "2.0"), ("3", "train/loss", "3.0"), ("4", "train/loss", "4.0"),
         ("5", "train/loss", "50.0"), ("6", "train/loss", "60.0"), ("7", "train/loss", "70.0"),
     ]
+
+
+def test_a_row_has_the_time_of_the_log_call(tmp_path: Path) -> None:
+    with trackkit.start(["csv"], output_dir=tmp_path) as run:
+        before = time.time()
+        run.log_train({"loss": 1.5}, step=1)
+        after = time.time()
+    with open(tmp_path / "csv" / "metrics.csv", newline="", encoding="utf-8") as f:
+        (_, when, _, _), = list(csv.reader(f))[1:]
+    assert before - 0.001 <= float(when) <= after + 0.001

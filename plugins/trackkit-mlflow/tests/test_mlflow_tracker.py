@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +15,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
+from trackkit_mlflow.local_server import LocalServer
 
 import trackkit
 from trackkit.cli import main as trackkit_cli
@@ -49,7 +47,7 @@ def test_trackkit_plugins_lists_mlflow_with_its_distribution() -> None:
     result = CliRunner().invoke(trackkit_cli, ["plugins"])
     assert result.exit_code == 0, result.output
     row = next(line.split() for line in result.output.splitlines() if line.startswith("mlflow "))
-    assert row == ["mlflow", "trackkit-mlflow", "0.1.0", "trackkit_mlflow:MlflowTracker", "ok"]
+    assert row == ["mlflow", "trackkit-mlflow", "0.2.0", "trackkit_mlflow:MlflowTracker", "ok"]
 
 
 def test_options_appear_in_help_and_reach_the_tracker() -> None:
@@ -62,7 +60,8 @@ def test_options_appear_in_help_and_reach_the_tracker() -> None:
     for option in ("--mlflow-tracking-uri", "--mlflow-experiment", "--mlflow-tag"):
         assert option in help_text
     result = CliRunner().invoke(
-        command, ["--tracker", "mlflow", "--mlflow-experiment", "exp", "--mlflow-tag", "team=nlp", "--mlflow-tag", "x=1=2"]
+        command,
+        ["--tracker", "mlflow", "--mlflow-experiment", "exp", "--mlflow-tag", "team=nlp", "--mlflow_tag", "x=1=2"],
     )
     options = json.loads(result.output)
     assert options["mlflow_experiment"] == "exp"
@@ -77,9 +76,12 @@ def test_run_is_read_back_by_mlflow_client(tmp_path: Path) -> None:
     run = trackkit.start(
         ["mlflow"], output_dir=out, config=CONFIG, project="demo", options={"mlflow_tags": {"team": "nlp"}}
     )
+    called = {}
     with run:
         for step in (1, 2, 3, 4):
+            called[step] = time.time()
             run.log_train({"loss": 4.0 / step, "learning_rate": 1e-3 * step}, step=step)
+            time.sleep(0.2)  # the tracker sends them up to a second later, in one request
         run.log_eval({"loss": 1.5, "perplexity": 4.48}, step=4)
         run.log_epoch({"train_loss": 2.0, "number": 1}, epoch=1, step=4)
         run.log_metrics("system", {"cpu_percent": 37}, step=4)
@@ -95,14 +97,17 @@ def test_run_is_read_back_by_mlflow_client(tmp_path: Path) -> None:
     assert history(client, run_id, "train/loss") == [(1, 4.0), (2, 2.0), (3, 4.0 / 3), (4, 1.0)]
     assert history(client, run_id, "train/learning_rate") == [(s, 1e-3 * s) for s in (1, 2, 3, 4)]
     assert history(client, run_id, "eval/perplexity") == [(4, 4.48)]
-    assert history(client, run_id, "epoch/train_loss") == [(1, 2.0)]  # against the epoch number
+    assert history(client, run_id, "epoch/train_loss") == [(4, 2.0)]  # at the global step, as in every backend
+    # Each point has the time of the log call, not of the request that carried it.
+    points = client.get_metric_history(run_id, "train/loss")
+    assert all(abs(p.timestamp / 1000 - called[p.step]) < 0.05 for p in points)
     assert history(client, run_id, "system/cpu_percent") == [(4, 37.0)]
     assert history(client, run_id, "final/best_perplexity") == [(4, 4.48)]
     # MLflow caps a param value at 6000 characters.
     assert got.data.params == {"learning_rate": "0.0003", "batch_size": "8", "notes": "n" * 6000}
     assert got.data.tags["team"] == "nlp"
     assert got.data.tags["trackkit.run_id"] == run.info.id
-    assert json.loads(got.data.tags["trackkit.artifact.model"]) == {"name": "best", "file": "best.pt", "step": 4}
+    assert json.loads(got.data.tags["trackkit.artifact.best"]) == {"kind": "model", "file": "best.pt", "step": 4}
     assert [a.path for a in client.list_artifacts(run_id, "model")] == ["model/best.pt"]
     fetched = client.download_artifacts(run_id, "model/best.pt", str(tmp_path))
     assert Path(fetched).read_bytes() == b"weights"
@@ -127,7 +132,8 @@ def test_failed_and_interrupted_runs_end_failed_and_killed(tmp_path: Path, monke
     assert not (tmp_path / "crashed" / "mlflow").exists()  # the given store, not the default one
 
 
-def test_offline_records_to_the_local_store_instead_of_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_records_to_the_local_store_instead_of_a_server(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast if the tracker tried it
     out = tmp_path / "run"
@@ -164,7 +170,7 @@ def test_resume_continues_the_same_run_without_duplicate_steps(tmp_path: Path, c
         (1, 9.0), (2, 8.0), (3, 7.0), (4, 6.0), (5, 5.0), (6, 4.0), (7, 13.0), (8, 12.0)
     ]
     assert history(client, run_id, "eval/loss") == [(3, 5.0), (6, 4.0)]
-    assert history(client, run_id, "epoch/train_loss") == [(1, 6.0), (2, 3.0)]
+    assert history(client, run_id, "epoch/train_loss") == [(3, 6.0), (8, 3.0)]
     # Params cannot change in MLflow: the first value stays (and is named), a new key is added.
     assert got.data.params == {"max_steps": "6", "notes": "n" * 6000, "resumed": "True"}
     assert "keeps the first values of max_steps\n" in capfd.readouterr().err
@@ -174,34 +180,8 @@ def test_resume_continues_the_same_run_without_duplicate_steps(tmp_path: Path, c
 @contextlib.contextmanager
 def mlflow_ui(store: str, cwd: Path) -> Iterator[str]:
     """``mlflow ui`` on a free local port, ready to answer; always stopped afterwards."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = cwd / "mlflow-ui.log"
-    command = [str(BIN / "mlflow"), "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
-               "--port", str(port), "--workers", "1"]
-    with open(log, "wb") as sink:
-        # Its own session, so that stopping it also stops the server's worker processes.
-        server = subprocess.Popen(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow ui did not come up:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+    with LocalServer(cwd, store=store, ui=True) as server:
+        yield server.url
 
 
 def get_json(url: str) -> dict:
