@@ -60,9 +60,21 @@ def checked_step(step: Any, name: str = "step") -> int:
 
 
 def qualified(namespace: str, metrics: Mapping[str, Any]) -> dict[str, float | int]:
-    """Namespaced names and plain numbers for what ``checked`` let through (may sync a device)."""
-    prefix = namespace + "/"
-    return {(key if key.startswith(prefix) else prefix + key): to_number(value) for key, value in metrics.items()}
+    """Namespaced names and plain numbers for what ``checked`` let through (may sync a device).
+
+    Runs on a tracker thread once per record: the namespaced names of a set of keys are made once.
+    """
+    keys = tuple(metrics)
+    names = _QUALIFIED.get((namespace, keys))
+    if names is None:
+        prefix = namespace + "/"
+        names = tuple(key if key.startswith(prefix) else prefix + key for key in keys)
+        if len(_QUALIFIED) < 10_000:
+            _QUALIFIED[(namespace, keys)] = names
+    values = metrics.values()
+    if _PLAIN_NUMBERS.issuperset(map(type, values)):
+        return dict(zip(names, values))
+    return dict(zip(names, map(to_number, values)))
 
 
 def full_name(namespace: str, key: str) -> str:
@@ -99,6 +111,9 @@ def to_number(value: Any) -> float | int:
 
 
 def nonfinite(metrics: Mapping[str, float | int]) -> list[str]:
+    """The names whose values are NaN or inf (a sum that is finite rules them all out at once)."""
+    if math.isfinite(sum(metrics.values())):
+        return []
     return [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
 
 
@@ -122,6 +137,7 @@ class NonFinite:
 
 _PLAIN_NUMBERS = frozenset({int, float})
 _VALID_NAMES: dict[str, set[str]] = {}  # namespace -> keys already checked, as logged
+_QUALIFIED: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}  # (namespace, keys) -> their full names
 
 
 def _is_scalar_like(value: Any) -> bool:
