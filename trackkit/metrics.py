@@ -44,18 +44,21 @@ def checked(namespace: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+MAX_STEP = 2**63 - 1  # what every backend stores a step in (TensorBoard, MLflow: int64)
+
+
 def checked_step(step: Any, name: str = "step") -> int:
-    """``step`` as a non-negative int; a 0-d integer tensor or NumPy integer is accepted.
+    """``step`` as an int from 0 to 2**63-1; a 0-d integer tensor or NumPy integer is accepted.
 
     (A step on the GPU is read here, which waits for the device: keep steps as Python ints.)
     """
-    if type(step) is int and step >= 0:
+    if type(step) is int and 0 <= step <= MAX_STEP:
         return step
     if isinstance(step, bool) or not _is_integer_like(step):
         raise TypeError(f"{name} must be a non-negative int, got {type(step).__name__} {step!r}")
     value = operator.index(step)
-    if value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value}")
+    if not 0 <= value <= MAX_STEP:
+        raise ValueError(f"{name} must be an int from 0 to 2**63-1, got {value}")
     return value
 
 
