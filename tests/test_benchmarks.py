@@ -28,8 +28,10 @@ def test_throughput_reports_every_contestant_and_both_ratios():
 
 
 def test_throughput_refuses_rounds_longer_than_an_epoch():
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "throughput.py"), "--steps", "100000", "--trackers", "jsonl"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "throughput.py"), "--steps", "100000", "--trackers", "jsonl"],
+        capture_output=True, text=True, timeout=300,
+    )
     assert done.returncode == 1 and "--steps must be fewer than an epoch's" in done.stderr.strip().splitlines()[-1]
 
 
@@ -44,3 +46,13 @@ def test_deepspeed_throughput_reports_both_engines():
     result = run_benchmark("deepspeed_throughput.py", "--steps", "2", "--repeats", "2", "--warmup", "1")
     assert result["plain_tokens_per_s"] > 0 and result["deepspeed_tokens_per_s"] > 0
     assert result["rounds"] == 2
+
+
+def test_record_scale_times_every_command_and_the_jsonl_tracker():
+    result = run_benchmark("record_scale.py", "--events", "3000", "--eval-every", "100", "--runs", "4",
+                           "--run-events", "50", "--compare", "3")
+    assert set(result["commands"]) == {"list", "show", "compare", "export", "plot", "sync"}
+    assert all(c["seconds"] > 0 and c["peak_mb"] > 10 for c in result["commands"].values())
+    assert result["jsonl"]["records"] == 3000 + 30 + 1 and result["jsonl"]["records_per_s"] > 0
+    assert 0 < result["jsonl"]["p50_us"] <= result["jsonl"]["p99_us"] and result["json_read"]["cpu_seconds"] >= 0
+    assert {"list_time", "export_time", "export_memory", "jsonl_rate", "caller_p50"} <= result["targets_met"].keys()

@@ -25,7 +25,7 @@ import torch
 from conftest import fill
 from trainer_util import SMALL_MODEL, child_env, write_corpus
 
-from trackkit.record import read_events
+from trackkit.reading import read_events
 from trackkit.wandb_files import RunFile, run_files
 
 TESTS = Path(__file__).resolve().parent

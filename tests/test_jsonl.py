@@ -10,7 +10,7 @@ import pytest
 
 import trackkit
 from trackkit.errors import TrackkitError
-from trackkit.record import read_events
+from trackkit.reading import read_events
 
 
 def events(out):
@@ -27,7 +27,8 @@ def test_layout_and_scrubbed_config(tmp_path):
         "learning_rate": 3e-4, "wandb_api_key": "***", "HF_TOKEN": "***", "db_password": "***", "secret_sauce": "***",
     }
     run_json = json.loads((record / "run.json").read_text())
-    assert (run_json["name"], run_json["project"], run_json["status"], run_json["trackers"]) == ("lr-sweep", "p", "success", ["jsonl"])
+    identity = (run_json["name"], run_json["project"], run_json["status"], run_json["trackers"])
+    assert identity == ("lr-sweep", "p", "success", ["jsonl"])
     summary = json.loads((record / "summary.json").read_text())
     assert summary["final"] == {"final/best_perplexity": 2.7} and summary["status"] == "success"
 

@@ -235,9 +235,8 @@ def test_threads_still_alive_after_finish_do_not_block_the_next_run(tmp_path):
 
 
 def test_a_disk_that_fills_and_frees_space_again_costs_tensorboard_nothing(tmp_path, small_filesystem, capfd):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     from conftest import fill
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     options = {"tensorboard_dir": str(small_filesystem)}
     with trackkit.start(["jsonl", "tensorboard"], output_dir=tmp_path, options=options,

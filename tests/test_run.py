@@ -14,7 +14,7 @@ import torch
 import trackers_for_tests as t
 
 import trackkit
-from trackkit.record import read_events
+from trackkit.reading import read_events
 
 
 @pytest.fixture(autouse=True)
@@ -180,7 +180,7 @@ def test_ctrl_c_inside_the_block_records_interrupted(tmp_path):
 def test_exception_inside_the_block_records_failed(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with trackkit.start(["jsonl"], output_dir=tmp_path):
-            1 / 0
+            raise ZeroDivisionError("1 / 0")
     assert run_json(tmp_path)["status"] == "failed"
 
 
@@ -196,7 +196,8 @@ for step in range(1, 100000):
 
 def run_script(tmp_path, ending, signal_after=None):
     code = textwrap.dedent(SCRIPT.format(ending=ending))
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     printed = []
     if signal_after is not None:
         while len(printed) < signal_after:

@@ -13,7 +13,7 @@ names = st.one_of(st.text(max_size=8), st.sampled_from(["loss", "train/loss", "e
                   st.integers(), st.none())
 values = st.one_of(st.floats(), st.integers(min_value=-(2**70), max_value=2**70), st.booleans(), st.text(max_size=3),
                    st.none(), st.complex_numbers(), st.lists(st.floats(), max_size=2))
-steps = st.one_of(st.integers(min_value=-3, max_value=2**62), st.floats(), st.text(max_size=2), st.none(),
+steps = st.one_of(st.integers(min_value=-3, max_value=2**64), st.floats(), st.text(max_size=2), st.none(),
                   st.booleans())
 metric_dicts = st.one_of(st.dictionaries(names, values, max_size=4), st.lists(st.floats(), max_size=2), st.none())
 
@@ -21,7 +21,7 @@ metric_dicts = st.one_of(st.dictionaries(names, values, max_size=4), st.lists(st
 def acceptable(metrics, step) -> bool:
     """What the contract accepts: a mapping of printable names (in ``train/`` or no namespace) to
     plain numbers, at a non-negative int step."""
-    if not isinstance(metrics, dict) or type(step) is not int or step < 0:
+    if not isinstance(metrics, dict) or type(step) is not int or not 0 <= step < 2**63:
         return False
     full = []
     for key, value in metrics.items():
@@ -35,7 +35,9 @@ def acceptable(metrics, step) -> bool:
 
 
 def same(a, b) -> bool:
-    return (math.isnan(a) and math.isnan(b)) if isinstance(a, float) and math.isnan(a) else a == b and type(a) is type(b)
+    if isinstance(a, float) and math.isnan(a):
+        return isinstance(b, float) and math.isnan(b)
+    return a == b and type(a) is type(b)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

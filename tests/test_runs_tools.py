@@ -12,7 +12,7 @@ from conftest import BIN
 from trainer_util import write_corpus
 
 from trackkit.cli import main as trackkit_cli
-from trackkit.record import read_events
+from trackkit.reading import read_events
 
 LEARNING_RATES = {"lr-small": 1e-3, "lr-large": 3e-3}
 # A model that trains a step in milliseconds, on a corpus short enough that 12 steps cross an
@@ -30,6 +30,7 @@ def runs_root(tmp_path_factory):
     for name, lr in LEARNING_RATES.items():
         done = subprocess.run(
             [str(BIN / "trackkit-train"), "--output-dir", str(root / name), "--learning-rate", str(lr),
+             "--wandb-run-name", name,  # the run's name in every backend, wandb or not
              "--data", str(corpus), *TRAIN_ARGS],
             capture_output=True, text=True, timeout=300,
         )
@@ -52,7 +53,7 @@ def events(run_dir):
 
 
 def recorded_best(run_dir):
-    return min(v for e in events(run_dir) if e["event"] == "eval" for k, v in e["metrics"].items() if k == "eval/perplexity")
+    return min(e["metrics"]["eval/perplexity"] for e in events(run_dir) if e["event"] == "eval")
 
 
 def assert_one_line_error(result, *fragments):
@@ -76,36 +77,50 @@ def test_list_shows_every_run_with_its_status_steps_and_best_perplexity(runs_roo
         assert row[-1] == str(runs_root / name)
 
 
+def show_sections(output):
+    """`runs show`'s output as {section title ("" for the head): {first cell: the other cells}}."""
+    sections, title = {"": {}}, ""
+    for line in output.splitlines():
+        if line.strip().endswith(":") and not line.startswith(" "):
+            title = line.strip()[:-1]
+            sections[title] = {}
+        elif line.strip():
+            first, *rest = re.split(r"\s{2,}", line.strip())
+            sections[title][first] = rest
+    return sections
+
+
 def test_show_gives_config_final_metrics_last_values_and_the_best_checkpoint(runs_root):
     run_dir = runs_root / "lr-large"
     result = cli("runs", "show", run_dir)
     assert result.exit_code == 0, result.output
-    cells = [re.split(r"\s{2,}", line.strip()) for line in result.output.splitlines() if line.strip()]
-    lines = {row[0]: row[1:] for row in cells}
-    assert lines["learning_rate"] == ["0.003"] and lines["max_steps"] == ["12"]
+    shown = show_sections(result.output)
+    head, config, final, last = shown[""], shown["config"], shown["final"], shown["last metrics"]
+    assert config["learning_rate"] == ["0.003"] and config["max_steps"] == ["12"]
     last_best = [e for e in events(run_dir) if e["event"] == "artifact" and e["name"] == "best"][-1]
-    assert lines["best checkpoint"] == [last_best["path"]]  # the trainer's checkpoints/best at that step
-    assert lines["best eval perplexity"] == [f"{recorded_best(run_dir):.4g}"]
+    assert head["best checkpoint"] == [last_best["path"]]  # the trainer's checkpoints/best at that step
+    best_eval = min((e for e in events(run_dir) if e["event"] == "eval"), key=lambda e: e["metrics"]["eval/perplexity"])
+    assert head["best eval/perplexity"] == [f"{recorded_best(run_dir):.4g} (step {best_eval['step']})"]
     last_train = [e for e in events(run_dir) if e["event"] == "train"][-1]
-    assert lines["train/loss"] == ["step 12", f"{last_train['metrics']['train/loss']:.4g}"]
-    assert lines["final/total_steps"] == ["step 12", "12"]
-    assert lines["trackers"][0].startswith("jsonl (ok, ")
+    assert last["train/loss"] == ["step 12", f"{last_train['metrics']['train/loss']:.4g}"]
+    assert final["final/total_steps"] == ["12"] and "final/total_steps" not in last
+    assert head["trackers"][0].startswith("jsonl (ok, ")
+    # the best checkpoint as recorded: where, at which step, and the metadata it was logged with
+    checkpoint = shown["best checkpoint"]
+    assert checkpoint["path"] == [last_best["path"]] and checkpoint["step"] == [str(last_best["step"])]
+    assert (checkpoint["name"], checkpoint["kind"]) == (["best"], ["model"])
+    assert checkpoint["metadata.val_loss"] == [f"{last_best['metadata']['val_loss']:.4g}"]
 
 
-def test_show_falls_back_to_checkpoints_best_when_the_recorded_checkpoint_is_gone(run_copy):
+def test_show_says_when_the_recorded_best_checkpoint_is_gone(run_copy):
     metrics = run_copy / "trackkit" / "metrics.jsonl"
     gone = run_copy / "checkpoints" / "step-99999999"
     moved = [{**e, "path": str(gone)} if e["event"] == "artifact" else e for e in events(run_copy)]
     metrics.write_text("".join(json.dumps(e) + "\n" for e in moved))
-
-    def shown():
-        result = cli("runs", "show", run_copy)
-        assert result.exit_code == 0, result.output
-        return next(line for line in result.output.splitlines() if line.startswith("best checkpoint")).split(None, 2)[2]
-
-    assert shown() == str(run_copy / "checkpoints" / "best")
-    shutil.rmtree(run_copy / "checkpoints")
-    assert shown() == f"{gone} (gone)"
+    result = cli("runs", "show", run_copy)
+    assert result.exit_code == 0, result.output
+    shown = next(line for line in result.output.splitlines() if line.startswith("best checkpoint"))
+    assert shown.split(None, 2)[2] == f"{gone} (gone)"  # the record says which; no folder is guessed
 
 
 def test_compare_shows_the_differing_hyperparameter_and_both_best_perplexities(runs_root):
@@ -123,9 +138,12 @@ def test_compare_shows_the_differing_hyperparameter_and_both_best_perplexities(r
 
     as_json = json.loads(cli("runs", "compare", small, large, "--json", "--sort", "final/best_perplexity").output)
     by_name = {row["name"]: row for row in as_json}
-    assert by_name["lr-small"]["config"]["learning_rate"] == 1e-3 and by_name["lr-large"]["config"]["learning_rate"] == 3e-3
+    assert by_name["lr-small"]["config"]["learning_rate"] == 1e-3
+    assert by_name["lr-large"]["config"]["learning_rate"] == 3e-3
     assert "batch_size" not in by_name["lr-small"]["config"]
-    assert {name: row["best_perplexity"] for name, row in by_name.items()} == {n: recorded_best(runs_root / n) for n in by_name}
+    assert {name: row["best_perplexity"] for name, row in by_name.items()} == {
+        n: recorded_best(runs_root / n) for n in by_name
+    }
     finals = [row["final"]["final/best_perplexity"] for row in as_json]
     assert finals == sorted(finals) and as_json[0]["final"]["final/total_steps"] == 12
 
@@ -163,7 +181,8 @@ def test_plot_writes_a_png_of_the_requested_size_with_a_line_per_run(runs_root, 
 
 
 def test_plot_size_must_be_width_x_height(runs_root, tmp_path):
-    assert_one_line_error(cli("runs", "plot", runs_root / "lr-small", "-o", tmp_path / "c.png", "--size", "big"), "--size")
+    result = cli("runs", "plot", runs_root / "lr-small", "-o", tmp_path / "c.png", "--size", "big")
+    assert_one_line_error(result, "--size")
 
 
 # -- export ----------------------------------------------------------------------------------------
@@ -212,7 +231,8 @@ def test_sync_to_tensorboard_replays_every_scalar_at_its_step(run_copy):
     scalars = tensorboard_scalars(run_copy / "tensorboard")
     expected = expected_scalars(run_copy)
     assert {tag: scalars[tag] for tag in expected} == expected
-    assert {"train/loss", "eval/perplexity", "epoch/val_loss", "system/cpu_percent", "final/best_perplexity"} <= set(expected)
+    logged = {"train/loss", "eval/perplexity", "epoch/val_loss", "system/cpu_percent", "final/best_perplexity"}
+    assert logged <= set(expected)
 
     again = cli("sync", run_copy, "--to", "tensorboard")  # sends only what TensorBoard lacks: nothing
     assert again.exit_code == 0, again.output
@@ -278,7 +298,7 @@ def test_a_corrupt_line_before_the_last_is_one_line(run_copy):
     metrics = run_copy / "trackkit" / "metrics.jsonl"
     lines = metrics.read_text().splitlines(keepends=True)
     metrics.write_text(lines[0] + "garbage\n" + "".join(lines[1:]))
-    assert_one_line_error(cli("runs", "show", run_copy), "metrics.jsonl:2 is not valid JSON")
+    assert_one_line_error(cli("runs", "show", run_copy), "metrics.jsonl:2: not valid JSON")
 
 
 def test_a_run_from_a_newer_trackkit_is_one_line(run_copy):

@@ -1,4 +1,6 @@
 """System metrics: sampled on a background thread into system/, received by every tracker."""
+import math
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,10 +15,13 @@ from click.testing import CliRunner
 
 import trackkit
 from trackkit.options import Tracking, tracker_options
-from trackkit.record import read_events
+from trackkit.reading import read_events
 from trackkit.system import ProcSampler, sources
 
-KEYS = {"system/cpu_percent", "system/process_cpu_percent", "system/process_rss_mb", "system/memory_percent"}
+CORE_KEYS = {"system/cpu_percent", "system/process_cpu_percent", "system/process_rss_mb", "system/memory_percent"}
+IO_KEYS = {"system/network_receive_mb_per_s", "system/network_send_mb_per_s"} | (
+    {"system/disk_read_mb_per_s", "system/disk_write_mb_per_s"} if psutil.disk_io_counters() else set())
+KEYS = CORE_KEYS | IO_KEYS
 
 
 def system_events(out):
@@ -109,7 +114,7 @@ def test_proc_fallback_agrees_with_psutil(monkeypatch):
         pass
     sample = proc()
     monkeypatch.undo()
-    assert set(sample) == {k.split("/")[1] for k in KEYS}
+    assert set(sample) == {k.split("/")[1] for k in CORE_KEYS}  # network and disks need psutil
     assert sample["process_cpu_percent"] > 10  # it just spun for 0.3 s (on shared cores)
     assert 0 <= sample["cpu_percent"] <= 100
     assert abs(sample["memory_percent"] - psutil.virtual_memory().percent) < 10
@@ -146,3 +151,35 @@ def test_a_run_shorter_than_one_interval_still_gets_a_sample(tmp_path):
         run.log_train({"loss": 1.0}, step=3)
     (sample,) = system_events(tmp_path)
     assert sample["step"] == 3 and KEYS <= set(sample["metrics"])
+
+
+def loopback_traffic(mib: int) -> None:
+    """Send ``mib`` MiB to ourselves through the loopback interface, a reader thread taking it."""
+    with socket.create_server(("127.0.0.1", 0)) as server, socket.create_connection(server.getsockname()) as client:
+        peer, _ = server.accept()
+
+        def drain():
+            with peer:
+                while peer.recv(2**20):
+                    pass
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        for _ in range(mib):
+            client.sendall(b"x" * 2**20)
+            time.sleep(0.02)
+        client.shutdown(socket.SHUT_WR)
+        reader.join(timeout=10)
+
+
+def test_network_and_disk_rates_reach_the_record(tmp_path):
+    with trackkit.start(["jsonl"], output_dir=tmp_path, system_metrics=0.2) as run:
+        run.log_train({"loss": 1.0}, step=1)
+        loopback_traffic(20)  # 20 MiB over about half a second: a few samples' worth
+        wait_for_samples(run, 3)
+    samples = [e["metrics"] for e in system_events(tmp_path)]
+    assert all(IO_KEYS <= set(m) for m in samples)
+    assert all(m[k] >= 0 and math.isfinite(m[k]) for m in samples for k in IO_KEYS)
+    # loopback traffic counts as received and as sent
+    assert max(m["system/network_receive_mb_per_s"] for m in samples) > 2
+    assert max(m["system/network_send_mb_per_s"] for m in samples) > 2

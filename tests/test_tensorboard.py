@@ -303,7 +303,8 @@ def test_tensorboard_dir_option(tmp_path):
 
 
 def test_tensorboard_is_imported_only_when_the_tracker_starts():
-    code = "import sys, trackkit.trackers.tensorboard; print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorboard'))"
+    code = ("import sys, trackkit.trackers.tensorboard; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorboard'))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 

@@ -11,8 +11,10 @@ from typing import Any
 
 import click
 
+from . import outputs
 from . import runs as records
 from .errors import TrackkitError
+from .export import export_csv
 from .options import OneLineError, contributed_options
 from .plugins import discovered
 from .replay import replay
@@ -41,7 +43,8 @@ def _echo_lines(lines: list[str]) -> None:
 
 
 def _one_line_errors(command: Callable) -> Callable:
-    """A TrackkitError (not a run, a newer format, a corrupt record) becomes ``Error: ...``, exit 2."""
+    """A TrackkitError (not a run, a newer format, a corrupt record) or an OSError (a disk that
+    filled up) becomes ``Error: ...``, exit 2."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -49,16 +52,45 @@ def _one_line_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except TrackkitError as exc:
             raise OneLineError(str(exc)) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise OneLineError(f"{where}{exc.strerror or exc}") from None
 
     return wrapper
 
 
-def _checkpoint(path: Path | None) -> str | None:
-    return None if path is None else f"{path}{'' if path.exists() else ' (gone)'}"
+def _best_options(command: Callable) -> Callable:
+    """--best KEY and --highest, made into ``best`` (a records.Best) for the command."""
+
+    @click.option("--best", "best_key", metavar="KEY", default=records.Best.key, show_default=True,
+                  help="The metric whose best value is shown (its lowest; see --highest).")
+    @click.option("--highest", is_flag=True, help="The best value of --best is its highest, not its lowest.")
+    @functools.wraps(command)
+    def wrapper(*args: Any, best_key: str, highest: bool, **kwargs: Any) -> Any:
+        return command(*args, best=records.Best(best_key, highest), **kwargs)
+
+    return wrapper
 
 
-def _when(seconds: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) if seconds else "-"
+def _when(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _trackers(info: dict[str, Any], with_health: bool = False) -> str:
+    """run.json's trackers, each with its state and counts where the run finished and asked for."""
+    names = info.get("trackers")
+    if not isinstance(names, list):
+        return "-"
+    health = info.get("tracker_health") if with_health else None
+    shown = []
+    for name in map(str, names):
+        counts = health.get(name) if isinstance(health, dict) else None
+        if isinstance(counts, dict):
+            name += f" ({counts.get('state')}, {counts.get('delivered')} delivered, {counts.get('lost')} lost)"
+        shown.append(name)
+    return (", " if with_health else ",").join(shown) or "-"
 
 
 # -- trackkit runs ...: the local record, without any backend ---------------------------------------
@@ -69,71 +101,94 @@ def runs() -> None:
 
 @runs.command("list")
 @click.argument("directory", default=".", required=False)
+@_best_options
 @_one_line_errors
-def list_runs(directory: str) -> None:
+def list_runs(directory: str, best: records.Best) -> None:
     """The runs under DIRECTORY (default: here), oldest first: one line each."""
-    found = []
+    found: list[tuple[float, tuple[Any, ...]]] = []  # (start time, row)
     for path in records.find_runs(directory):
         try:
-            found.append(records.load_run(path))
+            run = records.load_run(path)
+            started = run.info.get("started_at")
+            found.append((started if isinstance(started, (int, float)) else 0, (
+                run.name, run.info.get("status"), run.index.last_train_step, best.value(run),
+                _trackers(run.info), _when(started), run.dir,
+            )))
         except TrackkitError as exc:
             report("skipped_run", error=exc)
     if not found:
         raise OneLineError(f"no readable trackkit runs under {directory} (a run is a folder with trackkit/run.json)")
-    found.sort(key=lambda run: run.info.get("started_at") or 0)
-    rows: list[tuple[Any, ...]] = [("NAME", "STATUS", "STEPS", "BEST_EVAL_PPL", "TRACKERS", "STARTED", "DIR")]
-    for run in found:
-        rows.append((
-            run.name, run.info.get("status"), records.last_step(run), records.best_perplexity(run),
-            ",".join(run.info.get("trackers", [])), _when(run.info.get("started_at")), run.dir,
-        ))
-    _echo_lines(records.table(rows))
+    found.sort(key=lambda pair: pair[0])
+    header = ("NAME", "STATUS", "STEPS", best.heading, "TRACKERS", "STARTED", "DIR")
+    _echo_lines(records.table([header, *(row for _, row in found)]))
 
 
 @runs.command()
 @click.argument("run_dir", metavar="RUN")
+@_best_options
 @_one_line_errors
-def show(run_dir: str) -> None:
+def show(run_dir: str, best: records.Best) -> None:
     """One run: identity, config, final metrics, the last value of every metric, the best checkpoint."""
     run = records.load_run(run_dir)
-    health = run.info.get("tracker_health", {})
-    trackers = [
-        f"{name} ({health[name]['state']}, {health[name]['delivered']} delivered, {health[name]['lost']} lost)"
-        if name in health else name
-        for name in run.info.get("trackers", [])
-    ]
+    found = best.of(run)
+    checkpoint = records.best_checkpoint(run)
     _echo_lines(records.table([
         ("name", run.name), ("id", run.info["id"]), ("project", run.info.get("project")),
-        ("status", run.info.get("status")), ("dir", run.dir), ("trackers", ", ".join(trackers) or "-"),
+        ("status", run.info.get("status")), ("dir", run.dir), ("trackers", _trackers(run.info, with_health=True)),
         ("started", _when(run.info.get("started_at"))), ("updated", _when(run.info.get("updated_at"))),
-        ("steps", records.last_step(run)), ("best eval perplexity", records.best_perplexity(run)),
-        ("best checkpoint", _checkpoint(records.best_checkpoint(run))),
+        ("steps", run.index.last_train_step), ("events", run.index.events),
+        (f"best {best.key}", _with_step(found)),
+        ("best checkpoint", _checkpoint_path(checkpoint)),
     ]))
     for title, rows in (
         ("config", sorted(run.config.items())),
-        ("final", sorted(records.final_metrics(run).items())),
-        ("last metrics", [(k, "" if step is None else f"step {step}", v) for k, (step, v) in records.last_metrics(run).items()]),
+        ("final", sorted(run.index.final.items())),
+        ("last metrics", [(k, f"step {step}", v) for k, (step, v) in records.last_metrics(run).items()]),
+        ("best checkpoint", _checkpoint_rows(checkpoint)),
     ):
         click.echo(f"\n{title}:")
         _echo_lines(["  " + line for line in records.table(rows)] if rows else ["  (none)"])
 
 
+def _with_step(found: tuple[float, int | None] | None) -> str:
+    if found is None:
+        return "-"
+    value, step = found
+    return records.fmt(value) + (f" (step {step})" if step is not None else " (final)")
+
+
+def _checkpoint_path(artifact: dict[str, Any] | None) -> str:
+    if artifact is None:
+        return "-"
+    return f"{artifact['path']}{'' if Path(artifact['path']).exists() else ' (gone)'}"
+
+
+def _checkpoint_rows(artifact: dict[str, Any] | None) -> list[tuple[Any, ...]]:
+    """The recorded artifact: where, when, what, and the metadata it was logged with."""
+    if artifact is None:
+        return []
+    rows = [(field, artifact.get(field)) for field in ("path", "step", "name", "kind")]
+    return rows + [(f"metadata.{k}", v) for k, v in sorted((artifact.get("metadata") or {}).items())]
+
+
 @runs.command()
 @click.argument("run_dirs", metavar="RUN...", nargs=-1, required=True)
-@click.option("--sort", "sort_key", metavar="KEY", help="Order by best_perplexity or a final metric, e.g. final/best_perplexity.")
+@click.option("--sort", "sort_key", metavar="KEY",
+              help="Order by the best value's column (best_perplexity) or a final metric, e.g. final/best_perplexity.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@_best_options
 @_one_line_errors
-def compare(run_dirs: tuple[str, ...], sort_key: str | None, as_json: bool) -> None:
-    """The hyperparameters that differ between runs, their best eval perplexity and final metrics."""
-    rows = records.comparison([records.load_run(d) for d in run_dirs], sort_key)
+def compare(run_dirs: tuple[str, ...], sort_key: str | None, as_json: bool, best: records.Best) -> None:
+    """The hyperparameters that differ between runs, their best value (of --best) and final metrics."""
+    rows = records.comparison([records.load_run(d) for d in run_dirs], best, sort_key)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     params = list(rows[0]["config"])
     finals = sorted({k for row in rows for k in row["final"]})
-    lines = [("RUN", *params, records.BEST_PERPLEXITY, *finals)]
+    lines = [("RUN", *params, best.column, *finals)]
     for row in rows:
-        lines.append((row["name"], *row["config"].values(), row[records.BEST_PERPLEXITY], *(row["final"].get(k) for k in finals)))
+        lines.append((row["name"], *row["config"].values(), row[best.column], *(row["final"].get(k) for k in finals)))
     _echo_lines(records.table(lines))
 
 
@@ -148,14 +203,23 @@ def _size(value: str) -> tuple[int, int]:
 @click.argument("run_dirs", metavar="RUN...", nargs=-1, required=True)
 @click.option("-o", "--output", default="curves.png", show_default=True, help="The PNG to write.")
 @click.option("--size", default="1500x900", show_default=True, help="WIDTHxHEIGHT in pixels.")
+@click.option("--metric", "metrics", metavar="KEY", multiple=True,
+              help="A metric to draw (repeatable). Default: train and eval loss and perplexity and the "
+                   "learning rate, those logged; else every metric logged.")
 @_one_line_errors
-def plot(run_dirs: tuple[str, ...], output: str, size: str) -> None:
-    """Train and eval loss and perplexity and the learning rate against step, a line per run."""
-    from .plot import plot_runs  # matplotlib only for this command
+def plot(run_dirs: tuple[str, ...], output: str, size: str, metrics: tuple[str, ...]) -> None:
+    """Metrics against step, a panel per metric and a line per run."""
+    from .plot import chosen_metrics, plot_runs  # matplotlib only for this command
 
     width, height = _size(size)
+    path = outputs.check_file(output)
     loaded = [records.load_run(d) for d in run_dirs]
-    plot_runs(loaded, output, width, height)
+    keys = chosen_metrics(loaded, metrics)
+    if not keys:
+        what = ", ".join(metrics) if metrics else "any metric"
+        raise OneLineError(f"no run among {', '.join(run_dirs)} logged {what} at a step")
+    with outputs.replaced_whole(path) as tmp:
+        plot_runs(loaded, keys, tmp, width, height)
     click.echo(f"wrote {output} ({width}x{height}): {', '.join(records.labels(loaded))}")
 
 
@@ -171,10 +235,11 @@ def export(run_dir: str, fmt: str, output: str | None) -> None:
     did not log that metric.
     """
     run = records.load_run(run_dir)
-    if not any("metrics" in event for event in run.events):
+    folder = outputs.check_folder(Path(output) if output else run.dir / "export")
+    written = export_csv(run.events(as_written=True), folder)  # numbers copied, not reformatted
+    if not written:
         raise OneLineError(f"{run.dir} has no recorded metrics to export")
-    for path in records.export_csv(run, Path(output) if output else run.dir / "export"):
-        click.echo(str(path))
+    _echo_lines([str(path) for path in written])
 
 
 # -- trackkit sync -----------------------------------------------------------------------------------
@@ -206,6 +271,7 @@ def sync(run_dir: str, target: str | None, **options: Any) -> None:
         from .wandb_files import sync as upload_wandb_offline
 
         raise SystemExit(upload_wandb_offline(run_dir))
+    outputs.check_folder(records.load_run(run_dir).dir)  # the replay writes there: found out before it starts
     result = replay(run_dir, target, options)
     if result.skipped:  # typically the best checkpoints of earlier steps, rotated away since
         report("not_sent", what=result.skipped[-1], more=len(result.skipped) - 1)

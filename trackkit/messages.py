@@ -119,8 +119,9 @@ NOTICES: dict[str, dict[str, str]] = {
         "en": "system metrics: {error}; that source is no longer sampled",
         "zh": "系统指标: {error}; 不再采样该来源"},
     "no_psutil": {
-        "en": "system metrics: psutil is not installed (pip install 'trackkit[tools]'); CPU and memory are not sampled",
-        "zh": "系统指标: 未安装 psutil (pip install 'trackkit[tools]'); 不采样 CPU 与内存"},
+        "en": "system metrics: psutil is not installed (pip install 'trackkit[tools]'); CPU, memory, network and "
+              "disks are not sampled",
+        "zh": "系统指标: 未安装 psutil (pip install 'trackkit[tools]'); 不采样 CPU、内存、网络与磁盘"},
     "skipped": {"en": "{error} (skipped)", "zh": "{error} (已跳过)"},
     "run_json": {"en": "{error}; the run goes on", "zh": "{error}; 训练继续"},
     "skipped_run": {"en": "skipped: {error}", "zh": "已跳过: {error}"},

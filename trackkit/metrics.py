@@ -44,25 +44,40 @@ def checked(namespace: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+MAX_STEP = 2**63 - 1  # what every backend stores a step in (TensorBoard, MLflow: int64)
+
+
 def checked_step(step: Any, name: str = "step") -> int:
-    """``step`` as a non-negative int; a 0-d integer tensor or NumPy integer is accepted.
+    """``step`` as an int from 0 to 2**63-1; a 0-d integer tensor or NumPy integer is accepted.
 
     (A step on the GPU is read here, which waits for the device: keep steps as Python ints.)
     """
-    if type(step) is int and step >= 0:
+    if type(step) is int and 0 <= step <= MAX_STEP:
         return step
     if isinstance(step, bool) or not _is_integer_like(step):
         raise TypeError(f"{name} must be a non-negative int, got {type(step).__name__} {step!r}")
     value = operator.index(step)
-    if value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value}")
+    if not 0 <= value <= MAX_STEP:
+        raise ValueError(f"{name} must be an int from 0 to 2**63-1, got {value}")
     return value
 
 
 def qualified(namespace: str, metrics: Mapping[str, Any]) -> dict[str, float | int]:
-    """Namespaced names and plain numbers for what ``checked`` let through (may sync a device)."""
-    prefix = namespace + "/"
-    return {(key if key.startswith(prefix) else prefix + key): to_number(value) for key, value in metrics.items()}
+    """Namespaced names and plain numbers for what ``checked`` let through (may sync a device).
+
+    Runs on a tracker thread once per record: the namespaced names of a set of keys are made once.
+    """
+    keys = tuple(metrics)
+    names = _QUALIFIED.get((namespace, keys))
+    if names is None:
+        prefix = namespace + "/"
+        names = tuple(key if key.startswith(prefix) else prefix + key for key in keys)
+        if len(_QUALIFIED) < 10_000:
+            _QUALIFIED[(namespace, keys)] = names
+    values = metrics.values()
+    if _PLAIN_NUMBERS.issuperset(map(type, values)):
+        return dict(zip(names, values))
+    return dict(zip(names, map(to_number, values)))
 
 
 def full_name(namespace: str, key: str) -> str:
@@ -99,6 +114,9 @@ def to_number(value: Any) -> float | int:
 
 
 def nonfinite(metrics: Mapping[str, float | int]) -> list[str]:
+    """The names whose values are NaN or inf (a sum that is finite rules them all out at once)."""
+    if math.isfinite(sum(metrics.values())):
+        return []
     return [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
 
 
@@ -122,6 +140,7 @@ class NonFinite:
 
 _PLAIN_NUMBERS = frozenset({int, float})
 _VALID_NAMES: dict[str, set[str]] = {}  # namespace -> keys already checked, as logged
+_QUALIFIED: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}  # (namespace, keys) -> their full names
 
 
 def _is_scalar_like(value: Any) -> bool:

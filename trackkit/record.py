@@ -265,17 +265,3 @@ def last_seq(output_dir: str | os.PathLike) -> int:
         if isinstance(seq, int):
             return seq
     return 0
-
-
-def read_events(path: str | os.PathLike):
-    """Events of a metrics.jsonl; a last line torn by a kill -9 is skipped, nothing before it."""
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    for number, line in enumerate(lines, 1):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            if number == len(lines):
-                return  # torn last line: everything before it is good
-            raise TrackkitError(f"{path}:{number} is not valid JSON") from None
-        yield event

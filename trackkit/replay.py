@@ -19,12 +19,12 @@ from typing import Any
 from .dispatch import Tracker, plugin_manager_for
 from .errors import TrackkitError
 from .plugins import source_for
+from .reading import read_events
 from .record import (
     MASK,
     Artifact,
     from_event,
     metrics_path,
-    read_events,
     read_run_json,
     run_json_path,
     scrub,

@@ -27,7 +27,7 @@ from typing import Any
 from . import messages
 from .dispatch import Limits, TrackerWorker, plugin_manager_for
 from .errors import TrackkitError
-from .metrics import NonFinite, checked, checked_step, qualified
+from .metrics import MAX_STEP, NonFinite, checked, checked_step, qualified
 from .namespaces import EPOCH, EVAL, FINAL, TRAIN, check_custom, namespace
 from .plugins import parse_names, source_for
 from .record import Artifact, Identity, Record, last_seq, metrics_path, record_dir, scrub
@@ -132,7 +132,7 @@ class Run:
     # -- logging ---------------------------------------------------------------------------
     def log_train(self, metrics: Mapping[str, Any], step: int) -> None:
         """Metrics of a training step (``loss`` becomes ``train/loss``) at the global optimizer step."""
-        step = step if type(step) is int and step >= 0 else checked_step(step)
+        step = step if type(step) is int and 0 <= step <= MAX_STEP else checked_step(step)
         self._record(Record(0, TRAIN, checked("train", metrics), step, time.time()))
         self.last_train_step = self._last_step = step
 

@@ -1,39 +1,64 @@
-"""Reading runs back from their local record, and summarising them (no click here; see cli.py).
+"""Runs read back from their local record, and summarised (no click here; see cli.py).
 
-A run is a folder with ``trackkit/run.json`` (record.py). Everything below is computed from
-run.json, config.json and metrics.jsonl alone, so it works without any backend or account.
+A run is a folder with ``trackkit/run.json`` (record.py). What list, show and compare print comes
+from run.json, config.json and the record's index (record_index.py), so they take the same time
+for a run of a million events as for one of ten; whatever needs every event (export, plot,
+sync --to) streams ``RunRecord.events()``. Nothing here knows a trainer's metric names: the best
+value is that of a metric the caller names (``Best``), the best checkpoint is a recorded artifact.
 """
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from . import record_index
 from .errors import TrackkitError
-from .record import read_events, read_run_json, record_dir
-
-# Events whose metrics sit on the step axis; "final" has no step, "artifact" and "resume" no metrics.
-STEPPED_EVENTS = ("train", "eval", "epoch", "metrics")
-BEST_PERPLEXITY = "best_perplexity"
+from .namespaces import FINAL
+from .reading import read_events
+from .record import read_run_json, record_dir
+from .record_index import RecordIndex
 
 
 @dataclass
 class RunRecord:
-    """One run as recorded on disk."""
+    """One run as recorded on disk; its config and index are read when first asked for."""
 
     dir: Path
     info: dict[str, Any]  # run.json
-    config: dict[str, Any]  # config.json ({} when the jsonl tracker was not used)
-    events: list[dict[str, Any]]  # metrics.jsonl, in the order logged
 
     @property
     def name(self) -> str:
-        return self.info["name"]
+        return str(self.info.get("name") or self.dir.name)
+
+    @property
+    def metrics_path(self) -> Path:
+        return record_dir(self.dir) / "metrics.jsonl"
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """config.json ({} when the jsonl tracker was not used)."""
+        path = record_dir(self.dir) / "config.json"
+        try:
+            config = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        except (OSError, ValueError) as exc:
+            raise TrackkitError(f"{path} is unreadable: {exc}") from None
+        if not isinstance(config, dict):
+            raise TrackkitError(f"{path} is not a JSON object of hyperparameters")
+        return config
+
+    @cached_property
+    def index(self) -> RecordIndex:
+        """The record summarised (index.json where the record bears it out; see record_index.py)."""
+        return record_index.current(self.metrics_path)
+
+    def events(self, as_written: bool = False) -> Iterator[dict[str, Any]]:
+        """Every recorded event, in order, read as it is consumed (``as_written``: see read_events)."""
+        return read_events(self.metrics_path, as_written) if self.metrics_path.exists() else iter(())
 
 
 def load_run(path: str | os.PathLike) -> RunRecord:
@@ -44,75 +69,76 @@ def load_run(path: str | os.PathLike) -> RunRecord:
     info = read_run_json(path)
     if info is None:
         raise TrackkitError(f"{path} is not a trackkit run (no trackkit/run.json)")
-    folder = record_dir(path)
-    config_path, metrics_path = folder / "config.json", folder / "metrics.jsonl"
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
-    except ValueError as exc:
-        raise TrackkitError(f"{config_path} is unreadable: {exc}") from None
-    events = list(read_events(metrics_path)) if metrics_path.exists() else []
-    return RunRecord(path, info, config, events)
+    return RunRecord(path, info)
 
 
 def find_runs(root: str | os.PathLike) -> list[Path]:
-    """Folders under ``root`` (itself included) holding a ``trackkit/run.json``, sorted by path."""
+    """Folders under ``root`` (itself included) holding a ``trackkit/run.json``, sorted by path.
+
+    A run's own folders (checkpoints, wandb, tensorboard) are not searched: they hold no runs,
+    and can hold many files.
+    """
     root = Path(root)
     if not root.is_dir():
         raise TrackkitError(f"{root} is not a folder")
-    return sorted(p.parent.parent for p in root.rglob("run.json") if p.parent.name == "trackkit")
+    found = []
+    for folder, subfolders, _ in os.walk(root):
+        if "trackkit" in subfolders and os.path.isfile(os.path.join(folder, "trackkit", "run.json")):
+            found.append(Path(folder))
+            subfolders.clear()
+    return sorted(found)
 
 
 # -- summaries ---------------------------------------------------------------------------------
-def last_step(run: RunRecord) -> int | None:
-    """The last training step logged."""
-    steps = [e["step"] for e in run.events if e["event"] == "train"]
-    return max(steps) if steps else None
+@dataclass(frozen=True)
+class Best:
+    """Which metric's best value a table shows: the lowest (or, ``highest``, the highest) value
+    logged of ``key``, else the value of ``final/best_<name>`` where the run logged one."""
+
+    key: str = "eval/perplexity"
+    highest: bool = False
+
+    @property
+    def column(self) -> str:
+        """The column's name in compare: best_perplexity for eval/perplexity."""
+        return "best_" + self.key.rpartition("/")[2]
+
+    @property
+    def heading(self) -> str:
+        """Its heading in list: BEST_EVAL_PPL for eval/perplexity."""
+        return "BEST_" + self.key.upper().replace("/", "_").replace("PERPLEXITY", "PPL")
+
+    @property
+    def fallback(self) -> str:
+        return f"{FINAL.prefix}best_{self.key.rpartition('/')[2]}"
+
+    def of(self, run: RunRecord) -> tuple[float, int | None] | None:
+        """``(value, step)`` of the run's best, the step None where it comes from final/; or None."""
+        index = run.index
+        values, steps = (index.high, index.high_step) if self.highest else (index.low, index.low_step)
+        if self.key in values:
+            return values[self.key], steps[self.key]
+        for key in (self.key, self.fallback):
+            if key in index.final:
+                return index.final[key], None
+        return None
+
+    def value(self, run: RunRecord) -> float | None:
+        found = self.of(run)
+        return None if found is None else found[0]
 
 
-def final_metrics(run: RunRecord) -> dict[str, float]:
-    """The ``final/`` metrics, merged over every final event."""
-    final: dict[str, float] = {}
-    for event in run.events:
-        if event["event"] == "final":
-            final.update(event["metrics"])
-    return final
+def last_metrics(run: RunRecord) -> dict[str, tuple[int, float]]:
+    """Every stepped metric's last value, with the step it was logged at (final/ is apart)."""
+    index = run.index
+    return {key: (index.last_step[key], index.last[key]) for key in sorted(index.last)}
 
 
-def best_perplexity(run: RunRecord) -> float | None:
-    """The lowest ``eval/perplexity`` logged, else ``final/best_perplexity``, else None."""
-    values = [v for _, v in series(run, "eval/perplexity") if not math.isnan(v)]
-    if values:
-        return min(values)
-    return final_metrics(run).get(f"final/{BEST_PERPLEXITY}")
-
-
-def last_metrics(run: RunRecord) -> dict[str, tuple[int | None, float]]:
-    """Every metric key's last value, with the step it was logged at (None for final/)."""
-    last: dict[str, tuple[int | None, float]] = {}
-    for event in run.events:
-        for key, value in event.get("metrics", {}).items():
-            last[key] = (event.get("step"), value)
-    return dict(sorted(last.items()))
-
-
-def best_checkpoint(run: RunRecord) -> Path | None:
-    """The best checkpoint: the last artifact logged with "best" in its name where it still exists,
-    else ``checkpoints/best``, else the recorded path even if gone, else None."""
-    recorded = next(
-        (Path(e["path"]) for e in reversed(run.events) if e["event"] == "artifact" and "best" in e["name"].lower()),
-        None,
-    )
-    for candidate in (recorded, run.dir / "checkpoints" / "best"):
-        if candidate is not None and candidate.exists():
-            return candidate
-    return recorded
-
-
-def series(run: RunRecord, key: str) -> list[tuple[int, float]]:
-    """``(step, value)`` of every logged value of ``key`` (e.g. ``train/loss``)."""
-    return [
-        (e["step"], e["metrics"][key]) for e in run.events if e["event"] in STEPPED_EVENTS and key in e["metrics"]
-    ]
+def best_checkpoint(run: RunRecord) -> dict[str, Any] | None:
+    """The artifact recorded as the best checkpoint: the last one logged with "best" in its name,
+    else the last of kind "model"; its name, kind, path, step and metadata. None without one."""
+    artifacts = run.index.artifacts
+    return artifacts.get("best") or artifacts.get("model")
 
 
 def differing_config(runs: list[RunRecord]) -> list[str]:
@@ -126,32 +152,30 @@ def differing_config(runs: list[RunRecord]) -> list[str]:
     return differing
 
 
-def comparison(runs: list[RunRecord], sort: str | None = None) -> list[dict[str, Any]]:
-    """One row per run: name, dir, the differing hyperparameters, best perplexity, final metrics.
+def comparison(runs: list[RunRecord], best: Best | None = None, sort: str | None = None) -> list[dict[str, Any]]:
+    """One row per run: name, dir, status, the differing hyperparameters, the best value, final metrics.
 
-    ``sort`` is a key of the row (``best_perplexity``) or a final metric (``final/total_steps``);
-    rows are ordered by it ascending, runs without it last.
+    ``sort`` is the best value's column (``best_perplexity``) or a final metric
+    (``final/total_steps``); rows are ordered by it ascending, runs without it last.
     """
+    best = best or Best()
     keys = differing_config(runs)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
-            "name": run.name,
-            "dir": str(run.dir),
-            "status": run.info.get("status"),
-            "config": {k: run.config.get(k) for k in keys},
-            BEST_PERPLEXITY: best_perplexity(run),
-            "final": final_metrics(run),
+            "name": run.name, "dir": str(run.dir), "status": run.info.get("status"),
+            "config": {k: run.config.get(k) for k in keys}, best.column: best.value(run), "final": run.index.final,
         }
         for run in runs
     ]
     if sort:
-        available = {BEST_PERPLEXITY, *(k for row in rows for k in row["final"])}
+        available = {best.column, *(k for row in rows for k in row["final"])}
         if sort not in available:
             raise TrackkitError(f"cannot sort by {sort!r}; choose one of {', '.join(sorted(available))}")
 
         def order(row: dict[str, Any]) -> tuple[bool, float]:
-            value = row[sort] if sort == BEST_PERPLEXITY else row["final"].get(sort)
-            return (value is None or math.isnan(value), value if value is not None else 0.0)
+            value = row[sort] if sort == best.column else row["final"].get(sort)
+            missing = not isinstance(value, (int, float)) or value != value  # None or NaN
+            return (missing, 0.0 if missing else value)
 
         rows.sort(key=order)
     return rows
@@ -161,45 +185,6 @@ def labels(runs: list[RunRecord]) -> list[str]:
     """A legend label per run: its name, or its folder where two runs share a name."""
     names = [run.name for run in runs]
     return [name if names.count(name) == 1 else str(run.dir) for name, run in zip(names, runs)]
-
-
-# -- export ------------------------------------------------------------------------------------
-def namespace_tables(run: RunRecord) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
-    """Per namespace (train, eval, epoch, final, system, ...): the CSV header and one row per event.
-
-    Columns are ``step`` (and ``epoch`` for epoch events), ``time``, then the metric keys in the
-    order first seen. A metric not logged in some event leaves its cell empty.
-    """
-    tables: dict[str, tuple[list[str], list[dict[str, Any]]]] = {}
-    for event in run.events:
-        if "metrics" not in event:
-            continue
-        namespace = event.get("namespace") or event["event"]
-        header, rows = tables.setdefault(namespace, (_lead_columns(event), []))
-        for key in event["metrics"]:
-            if key not in header:
-                header.append(key)
-        rows.append({**{k: event.get(k) for k in _lead_columns(event)}, **event["metrics"]})
-    return tables
-
-
-def _lead_columns(event: dict[str, Any]) -> list[str]:
-    return [k for k in ("step", "epoch", "time") if k in event]
-
-
-def export_csv(run: RunRecord, out_dir: str | os.PathLike) -> list[Path]:
-    """Write ``<out_dir>/<namespace>.csv`` for every namespace the run logged; the paths written."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for namespace, (header, rows) in namespace_tables(run).items():
-        path = out_dir / f"{namespace}.csv"
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=header)
-            writer.writeheader()
-            writer.writerows(rows)
-        written.append(path)
-    return written
 
 
 # -- text ----------------------------------------------------------------------------------------

@@ -7,6 +7,10 @@ every tracker receives it. Keys (MiB are 2**20 bytes):
 
 - ``cpu_percent`` (whole machine), ``process_cpu_percent`` (this process; above 100 with threads),
   ``process_rss_mb``, ``memory_percent`` (whole machine): psutil, or /proc on Linux without it.
+- ``network_receive_mb_per_s``, ``network_send_mb_per_s`` (every interface, loopback included),
+  ``disk_read_mb_per_s``, ``disk_write_mb_per_s`` (every disk the machine lists): whole-machine
+  rates in MiB/s over the interval since the last sample, from psutil's counters (not sampled
+  without psutil, nor the disk rates where the machine lists no disks).
 - ``cuda_memory_allocated_mb``, ``cuda_memory_reserved_mb``: this process's PyTorch allocator on
   its current device, when torch is already imported and has initialised CUDA (never imported here).
 - ``gpu<i>_utilization_percent``, ``gpu<i>_memory_used_mb``, ``gpu<i>_memory_percent`` for every
@@ -84,6 +88,7 @@ class PsutilSampler:
         self._process = psutil.Process()
         psutil.cpu_percent()  # the first call only starts the measurement
         self._process.cpu_percent()
+        self._io = IoRates(psutil)
 
     def __call__(self) -> dict[str, float]:
         return {
@@ -91,7 +96,31 @@ class PsutilSampler:
             "process_cpu_percent": self._process.cpu_percent(),
             "process_rss_mb": self._process.memory_info().rss / MIB,
             "memory_percent": self._psutil.virtual_memory().percent,
+            **self._io(),
         }
+
+
+class IoRates:
+    """Network and disk throughput of the whole machine, in MiB/s, between two calls."""
+
+    def __init__(self, psutil: Any):
+        self._psutil = psutil
+        self._last = self._counters()
+
+    def _counters(self) -> tuple[float, dict[str, int]]:
+        # Counters that wrap around or restart (a network interface replaced) are psutil's to mend.
+        net = self._psutil.net_io_counters()
+        disk = self._psutil.disk_io_counters()  # None where the machine lists no disks (some containers)
+        counters = {"network_receive": net.bytes_recv, "network_send": net.bytes_sent} if net else {}
+        if disk:
+            counters.update(disk_read=disk.read_bytes, disk_write=disk.write_bytes)
+        return time.monotonic(), counters
+
+    def __call__(self) -> dict[str, float]:
+        (before, old), (now, new) = self._last, self._counters()
+        self._last = (now, new)
+        seconds = max(now - before, 1e-9)
+        return {f"{name}_mb_per_s": max(0, new[name] - old[name]) / MIB / seconds for name in new if name in old}
 
 
 class ProcSampler:

@@ -132,7 +132,8 @@ def is_step_axis(key: str) -> bool:
 
 
 def last_steps(wandb_dir: str | Path, run_id: str) -> dict[str, float]:
-    """For each step axis (``<ns>/step``, ``_step``), the largest value in the history of every local fragment of ``run_id``."""
+    """For each step axis (``<ns>/step``, ``_step``), the largest value in the history of every local
+    fragment of ``run_id``."""
     last: dict[str, float] = {}
     for run in run_files(wandb_dir, run_id):
         for row in run.history:

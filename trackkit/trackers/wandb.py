@@ -36,7 +36,8 @@ from ..errors import TrackkitError
 from ..hookspecs import hookimpl
 from ..messages import notice
 from ..namespaces import namespace
-from ..record import Record, from_event, read_events, record_dir
+from ..reading import read_events
+from ..record import Record, from_event, record_dir
 from ..report import report
 from ..runinfo import RunInfo
 from ..wandb_files import is_step_axis, last_steps
@@ -74,18 +75,10 @@ class WandbTracker:
         ),
     ]
 
-    def __init__(
-        self,
-        wandb_project: str | None = None,
-        wandb_entity: str | None = None,
-        wandb_run_name: str | None = None,
-        wandb_tags: str | Sequence[str] | None = None,
-        wandb_group: str | None = None,
-        wandb_log_model: bool = False,
-        wandb_init_timeout: float = 30.0,
-        offline: bool | None = None,
-        backend_timeout: float = 10.0,
-    ):
+    def __init__(self, wandb_project: str | None = None, wandb_entity: str | None = None,
+                 wandb_run_name: str | None = None, wandb_tags: str | Sequence[str] | None = None,
+                 wandb_group: str | None = None, wandb_log_model: bool = False, wandb_init_timeout: float = 30.0,
+                 offline: bool | None = None, backend_timeout: float = 10.0):
         self.project = wandb_project or os.environ.get("WANDB_PROJECT")  # else the run's project
         self.entity = wandb_entity
         self.run_name = wandb_run_name

@@ -37,10 +37,13 @@ class LocalServer:
     def start(self) -> None:
         """Start it and wait until it answers; RuntimeError with its log's end if it does not."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        # No job runners: MLflow 3 starts several (GenAI jobs) that a tracking server does not need,
+        # and on a small machine they take the cores from what is being measured.
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         with open(self.log, "ab") as sink:
             # A session of its own, so that stopping it also stops the server's worker processes.
             self.process = subprocess.Popen(self.command, cwd=self.folder, stdout=sink, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+                                            start_new_session=True, env=env)
         deadline = time.monotonic() + self.timeout
         while True:
             try:
