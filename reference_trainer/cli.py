@@ -21,6 +21,7 @@ from click.core import ParameterSource
 from trackkit.options import Tracking, tracker_options
 
 from . import checkpoint as ckpt
+from . import distributed
 from .config import (
     GROUPS,
     TrainConfig,
@@ -169,7 +170,8 @@ def main(ctx: click.Context, tracking: Tracking, **options: Any) -> None:
     cfg = resolve_config(ctx, options)
     final = train(cfg, tracking, given=tracking.given)  # on --resume, tracking not given again is the checkpoint's
     learned = final["unigram_entropy"] - final["val_loss"]
-    click.echo(line("learned", val=final["val_loss"], entropy=final["unigram_entropy"], learned=learned))
+    if distributed.is_main():  # every process of a multi-process run ends here; one says it
+        click.echo(line("learned", val=final["val_loss"], entropy=final["unigram_entropy"], learned=learned))
 
 
 def _given(ctx: click.Context, name: str) -> bool:
