@@ -123,3 +123,25 @@ def test_two_installed_trackers_declaring_one_option_is_an_error_naming_both(mon
         "Error: option --csv-dir (csv_dir) is declared by tracker 'csv' (trackkit-csv 0.2.0) and by tracker "
         "'zzz' (trackkit-zzz 9.9); uninstall one of them"
     )
+
+
+def test_through_trackkit_train_the_three_hook_tracker_receives_every_namespace_the_trainer_logs(tmp_path):
+    from trainer_util import SMALL_MODEL, train, write_corpus
+
+    data = write_corpus(tmp_path, chars=1500)  # an epoch of a few steps
+    began = time.time()
+    result = train("--data", data, *SMALL_MODEL, "--num-epochs", 2, "--log-interval", 2, "--eval-interval", 4,
+                   "--output-dir", tmp_path / "run", "--tracker", "trackers_for_tests:Minimal,jsonl",
+                   "--system-metrics", "0.2")
+    assert result.exit_code == 0, result.output
+    got = [c for c in t.CALLS if c[0] == "metrics"]
+    assert {c[1] for c in got} == {"train", "eval", "epoch", "final", "system"}
+    epochs = [c for c in got if c[1] == "epoch"]
+    assert len(epochs) == 2 and epochs[-1][2] == max(c[2] for c in got if c[1] == "train")  # at the global step
+    assert all(began <= c[3] <= time.time() for c in got)  # each record's own time
+    # What the tracker got is what the local record holds, namespace by namespace.
+    lines = (tmp_path / "run" / "trackkit" / "metrics.jsonl").read_text().splitlines()
+    import json
+    recorded = [(e.get("namespace") or e["event"], e["step"], e["metrics"]) for e in map(json.loads, lines)
+                if "metrics" in e]
+    assert [(c[1], c[2], c[4]) for c in got] == recorded

@@ -355,3 +355,15 @@ def test_wandb_is_imported_only_when_the_tracker_starts():
     code = "import sys, trackkit.trackers.wandb, trackkit.wandb_files; print('wandb' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("lang, first", [("en", "wandb initialised"), ("zh", "wandb初始化成功")])
+def test_the_guides_start_line_then_where_the_run_is(wandb_env, tmp_path, capfd, lang, first):
+    out = tmp_path / "run"
+    with trackkit.start(["wandb"], output_dir=out, options={"console_lang": lang}) as run:
+        log_steps(run, [1])
+    [part] = wandb_parts(out)
+    lines = capfd.readouterr().err.splitlines()
+    at = lines.index(first)
+    where = "offline run in" if lang == "en" else "离线运行位于"
+    assert lines[at + 1] == f"wandb: {where} {part.path.parent}"
