@@ -174,10 +174,15 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(corpus, tmp_path_factory) -> dict[tuple[str, int], float]:
     """Losses of one process, plain engine, with the batch of two processes together."""
-    out = tmp_path_factory.mktemp("reference") / "run"
-    result = train(*model_args(corpus, 2 * PER_RANK_BATCH), *SCHEDULE, "--output-dir", out, "--tracker", "jsonl")
+    return one_process_losses(corpus, tmp_path_factory.mktemp("reference"), SCHEDULE)
+
+
+def one_process_losses(corpus: Path, folder: Path, schedule: list[str]) -> dict[tuple[str, int], float]:
+    """The losses of ``schedule`` trained in one process with the batch of two processes together."""
+    result = train(*model_args(corpus, 2 * PER_RANK_BATCH), *schedule, "--output-dir", folder / "run",
+                   "--tracker", "jsonl")
     assert result.exit_code == 0, result.output
-    return losses(out)
+    return losses(folder / "run")
 
 
 def losses(run_dir: Path) -> dict[tuple[str, int], float]:

@@ -35,11 +35,12 @@ from multiprocess_util import (
     losses,
     model_args,
     nodes_killed_after,
+    one_process_losses,
     reference,
     torchrun_node,
     writes,
 )
-from trainer_util import child_env, events, train
+from trainer_util import child_env, events
 
 from reference_trainer.faults import LOST_EXIT_CODE
 from trackkit.wandb_files import run_files
@@ -207,10 +208,7 @@ ELASTIC_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 @pytest.fixture(scope="module")
 def long_reference(corpus, tmp_path_factory) -> dict[tuple[str, int], float]:
     """LONG's losses in one process with both nodes' batches."""
-    out = tmp_path_factory.mktemp("long-reference") / "run"
-    result = train(*model_args(corpus, 2 * PER_RANK_BATCH), *LONG, "--output-dir", out, "--tracker", "jsonl")
-    assert result.exit_code == 0, result.output
-    return losses(out)
+    return one_process_losses(corpus, tmp_path_factory.mktemp("long-reference"), LONG)
 
 
 @pytest.mark.slow

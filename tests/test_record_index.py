@@ -134,7 +134,9 @@ def another_runs(index_file, tmp_path):
 def rewrite_same_size(index_file):
     metrics = index_file.with_name("metrics.jsonl")
     text = metrics.read_text()
-    metrics.write_text(text.replace('"train/loss": 10.0,', '"train/loss": 90.0,'))  # step 1's loss
+    rewritten = re.sub(r'("train/loss": ?)10\.0,', r"\g<1>90.0,", text)  # step 1's loss
+    assert rewritten != text and len(rewritten) == len(text)
+    metrics.write_text(rewritten)
 
 
 def truncate_record(index_file):

@@ -96,12 +96,35 @@ class Tracker:
         if name not in self._routes:
             own, catch_all = getattr(self.hook, namespace(name).hook), getattr(self.hook, CATCH_ALL)
             if own.get_hookimpls():
-                self._routes[name] = (own, own is catch_all)
+                self._routes[name] = (_direct(own), own is catch_all)
             elif catch_all.get_hookimpls():
-                self._routes[name] = (catch_all, True)
+                self._routes[name] = (_direct(catch_all), True)
             else:
                 self._routes[name] = None
         return self._routes[name]
+
+
+class _Direct:
+    """A hook with one plain implementation, called as pluggy would call it (the arguments it
+    declares, by position) without pluggy's machinery around the call: that machinery is the
+    layer's largest cost per record (about 1.7 µs of 2)."""
+
+    __slots__ = ("name", "_function", "_argnames")
+
+    def __init__(self, caller: Any):
+        (impl,) = caller.get_hookimpls()
+        self.name, self._function, self._argnames = caller.name, impl.function, impl.argnames
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return self._function(*[kwargs[name] for name in self._argnames])
+
+
+def _direct(caller: Any) -> Any:
+    """``caller``, or a ``_Direct`` for it when it has one implementation that wraps nothing."""
+    impls = caller.get_hookimpls()
+    if len(impls) == 1 and not (impls[0].hookwrapper or impls[0].wrapper):
+        return _Direct(caller)
+    return caller
 
 
 class TrackerWorker:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -86,10 +87,13 @@ def in_mlflow(uri: str, out: Path) -> dict[str, list[tuple[int, float]]]:
 class PacedLoop:
     """A training loop at about 20 steps a second, as the reference trainer logs: train every step, an
     evaluation and a checkpoint every 40 steps (flushed first, then logged as the artifact ``best``),
-    keeping only the newest checkpoint folder. ``at`` maps a step to an action (kill the server...)."""
+    keeping only the newest checkpoint folder. ``at`` maps a step to an action (kill the server...);
+    ``until``, asked after each checkpoint, ends the loop 40 steps after it first says True."""
 
-    def __init__(self, out: Path, uri: str, steps: int, at: dict | None = None, timeout: float = 30.0):
+    def __init__(self, out: Path, uri: str, steps: int, at: dict | None = None, timeout: float = 30.0,
+                 until: Callable[[], bool] = lambda: False):
         self.out, self.uri, self.steps, self.at, self.timeout = out, uri, steps, at or {}, timeout
+        self.until = until
         self.waits: list[float] = []  # how long each flush before a checkpoint kept the loop waiting
         self.training: tuple[float, float] = (0.0, 0.0)  # monotonic times of the first step and of the finish
 
@@ -97,8 +101,10 @@ class PacedLoop:
         options = {"mlflow_tracking_uri": self.uri, "backend_timeout": 4.0}
         run = trackkit.start(["jsonl", "mlflow"], output_dir=self.out, options=options, config={"lr": 0.1},
                              limits=trackkit.Limits(stall_timeout=self.timeout))
-        previous, started = None, time.monotonic()
+        previous, started, last = None, time.monotonic(), self.steps
         for step in range(1, self.steps + 1):
+            if step > last:
+                break
             time.sleep(0.05)
             run.log_train({"loss": 1.0 / step, "learning_rate": 0.1, "tokens_per_second": 1000.0 + step}, step=step)
             if step in self.at:
@@ -115,6 +121,8 @@ class PacedLoop:
                 if previous is not None:
                     shutil.rmtree(previous)  # rotated away, perhaps before MLflow got it
                 previous = folder
+                if last == self.steps and self.until():
+                    last = step + 40
         run.log_final({"best_perplexity": 1.01})
         self.training = (started, time.monotonic())
         run.finish(timeout=self.timeout)
@@ -162,17 +170,25 @@ def test_a_run_makes_at_most_two_requests_a_second_whatever_it_logs(tmp_path: Pa
 def test_an_outage_with_the_server_back_before_the_end_loses_nothing(tmp_path: Path, server: LocalServer,
                                                                       outage: int, capfd) -> None:
     # 20 steps a second: the server goes at step 200 and comes back `outage` seconds later; the
-    # run goes on long enough for the backoff (up to a minute between probes) to find it back.
+    # run goes on until the tracker caught up, for up to 70 s more (the backoff between probes
+    # grows to a minute), and 40 steps after that.
     steps = 200 + 20 * (outage + 70)
     back = {200: lambda: (server.kill(), restart_later(server, outage))}
-    loop = PacedLoop(tmp_path / "run", server.url, steps, at=back)
+    said: list[str] = []
+
+    def caught_up() -> bool:
+        said.append(capfd.readouterr().err)
+        return "tracker 'mlflow' answers again" in "".join(said)
+
+    loop = PacedLoop(tmp_path / "run", server.url, steps, at=back, until=caught_up)
     run = loop.run()
+    said.append(capfd.readouterr().err)
     everything = run.summary["trackers"]["jsonl"]["delivered"]
     assert run.summary["trackers"]["mlflow"] == {"state": "ok", "delivered": everything, "lost": 0}
     # The loop waited for MLflow at most once (when it went down), never longer than the timeout;
     # the first flush also waits for the tracker's start (the experiment, the run, its params).
     assert max(loop.waits) <= loop.timeout and sum(wait > 1.0 for wait in loop.waits[1:]) <= 1, loop.waits
-    assert "tracker 'mlflow' answers again" in capfd.readouterr().err
+    assert "tracker 'mlflow' answers again" in "".join(said)
     assert_mlflow_equals_the_record(server.url, tmp_path / "run")
 
 
