@@ -95,3 +95,22 @@ def test_mypy_passes_and_both_engines_are_engines():
 def test_ruff_finds_nothing():
     result = subprocess.run([tool("ruff"), "check", "."], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_layer_imports_no_trainer_and_lists_the_namespaces_once():
+    """trackkit serves any training loop: it never imports the reference trainer, and the built-in
+    namespaces are listed in namespaces.py alone (every other module asks it)."""
+    builtin = {"train", "eval", "epoch", "final"}
+    imports, lists = [], []
+    for path in sorted((REPO / "trackkit").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            imports += [f"{path.name}:{node.lineno}" for name in names if name.split(".")[0] == "reference_trainer"]
+            listed = (node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set))
+                      else [*node.keys, *node.values] if isinstance(node, ast.Dict) else [])
+            if listed and path.name != "namespaces.py":
+                strings = {e.value for e in listed if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+                if len(strings & builtin) >= 3:
+                    lists.append(f"{path.name}:{node.lineno}")
+    assert imports == [] and lists == []

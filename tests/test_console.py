@@ -39,7 +39,7 @@ def test_english_lines():
     assert "  tracker console: ok, 3 delivered, 0 lost" in lines
 
 
-def test_chinese_lines_follow_the_seed():
+def test_chinese_lines_follow_the_guide():
     lines = drive("zh")
     guide = "步骤    250 | 轮次  1/10 | 批次  125/500 | 损失 4.2345 | 困惑度  68.45 | 学习率 8.5e-05 | 用时 1.23s"
     assert guide in lines
@@ -162,3 +162,28 @@ def test_every_line_trackkit_prints_is_chinese_with_console_lang_zh(tmp_path, ca
     english = [line for line in lines if not any("\u4e00" <= c <= "\u9fff" for c in line)]
     # What is not Chinese is a value (the final metrics' table), never a sentence or a notice.
     assert english == ["  final/best_perplexity  3.5000"], english
+
+
+def test_every_catalog_says_each_thing_in_both_languages_with_the_same_fields():
+    from string import Formatter
+
+    from reference_trainer.lines import LINES
+    from trackkit.messages import LABELS, LANGUAGES, NOTICES, TEXT, WORDS
+
+    def fields(text: str) -> set[str]:
+        return {name for _, name, _, _ in Formatter().parse(text) if name}
+
+    def flat(table: dict, prefix: str = "") -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key, value in table.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+        return out
+
+    by_language = [LABELS, TEXT, WORDS]  # {lang: {key: text}}
+    by_key = [NOTICES, LINES]  # {key: {lang: text}}
+    catalogs = [{lang: flat(c[lang]) for lang in LANGUAGES} for c in by_language]
+    catalogs += [{lang: {key: texts[lang] for key, texts in c.items()} for lang in LANGUAGES} for c in by_key]
+    for catalog in catalogs:
+        en, zh = (catalog[lang] for lang in LANGUAGES)
+        assert en.keys() == zh.keys()
+        assert {k: fields(v) for k, v in en.items()} == {k: fields(v) for k, v in zh.items()}

@@ -76,7 +76,7 @@ def handled_exception() -> BaseException | None:
 
 
 # -- metric names ----------------------------------------------------------------------------------
-_PREFIXES = {"train": TRAIN.name, "val": EVAL.name, "eval": EVAL.name, "epoch": EPOCH.name, "final": FINAL.name}
+_PREFIXES = {**{ns.name: ns.name for ns in (TRAIN, EVAL, EPOCH, FINAL)}, "val": EVAL.name}  # Lightning's val_
 _UNDERSCORE_PREFIXES = ("train", "val", "eval")  # train_loss, val_acc: the usual Lightning names
 _PLAIN = frozenset({int, float})
 
