@@ -1,11 +1,13 @@
 """The run's folder: checked before anything is written, and cleared for a new run only when asked."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
 
 from trackkit import TrackkitError
+from trackkit.outputs import write_error
 from trackkit.record import read_run_json, run_json_path
 
 from .checkpoint import DIRNAME, holds_checkpoints
@@ -25,13 +27,11 @@ def check_writable(output_dir: str | os.PathLike) -> None:
             existing = existing.parent
         if not existing.is_dir():
             raise InputError(f"--output-dir {folder} cannot be created: {existing} is a file, not a folder")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            why = "is on a read-only filesystem" if _read_only(existing) else "is not writable (permission denied)"
+        error = write_error(existing)
+        if error is not None:
+            why = ("is on a read-only filesystem" if error.errno == errno.EROFS
+                   else f"is not writable ({(error.strerror or str(error)).lower()})")
             raise InputError(f"--output-dir {folder} cannot be written: {existing} {why}")
-
-
-def _read_only(path: Path) -> bool:
-    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
 
 
 def holds_run(output_dir: str | os.PathLike) -> bool:

@@ -1,7 +1,9 @@
+import contextlib
 import errno
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,20 +38,39 @@ def _english_unless_asked():
     messages.set_lang(None)
 
 
+@contextlib.contextmanager
+def mounted(folder: Path, *commands: list[str]) -> Iterator[Path]:
+    """``folder`` with each ``mount`` command line of ``commands`` run on it, unmounted after; the
+    test is skipped where it cannot mount (that needs root, with the right to mount)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done_any = False
+    try:
+        for command in commands:
+            try:
+                done = subprocess.run([*command, str(folder)], capture_output=True, text=True)
+            except FileNotFoundError:
+                pytest.skip("no mount command here")
+            if done.returncode:
+                pytest.skip(f"cannot mount here ({done.stderr.strip() or done.returncode}): needs root")
+            done_any = True
+        yield folder
+    finally:
+        if done_any:  # lazy: even if a failed test's trainer still holds it
+            subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
 @pytest.fixture
 def small_filesystem(tmp_path):
     """A 1 MiB tmpfs: filling it makes writes fail even for root, even to files already open."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-                                 capture_output=True, text=True)
-    except FileNotFoundError:
-        pytest.skip("no mount command here to make a small filesystem that can be filled")
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr.strip()}")
-    yield folder
-    subprocess.run(["umount", "--lazy", str(folder)], check=True)  # lazy: even if a failed test's trainer holds it
+    with mounted(tmp_path / "small", ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs"]) as folder:
+        yield folder
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A read-only filesystem: it refuses writes even to root, which permission bits do not."""
+    with mounted(tmp_path / "read-only", ["mount", "-t", "tmpfs", "-o", "ro", "tmpfs"]) as folder:
+        yield folder
 
 
 def fill(folder: Path) -> None:

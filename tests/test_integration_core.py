@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from trackkit.integrations._common import route
+from trackkit import TrackkitError
+from trackkit.integrations._common import check_output_dir, route
 
 FRAMEWORKS = ("transformers", "lightning", "pytorch_lightning", "accelerate")
 
@@ -30,3 +31,10 @@ def test_importing_trackkit_imports_no_framework():
 ])
 def test_metric_names_route_to_their_namespace(name, where):
     assert route(name) == where
+
+
+@pytest.mark.parametrize("under, why", [("", "is not writable"), ("run", "cannot be created")],
+                         ids=["the-folder", "under-it"])
+def test_an_output_dir_that_cannot_be_written_is_one_line_before_training(read_only, under, why):
+    with pytest.raises(TrackkitError, match=rf"^output_dir '.*' {why}: Read-only file system$"):
+        check_output_dir(read_only / under)

@@ -3,13 +3,12 @@
 Every reader (runs list/show/compare/export/plot, sync --to) answers a bad line with one
 ``Error: FILE:LINE: ...`` line and exit code 2, writes nothing, and loses nothing recorded.
 """
-import contextlib
 import json
 import shutil
-import subprocess
 
 import pytest
 from click.testing import CliRunner
+from conftest import mounted
 
 import trackkit
 from trackkit.cli import main as trackkit_cli
@@ -170,39 +169,19 @@ def test_export_into_an_existing_folder_replaces_only_its_own_files(good_run, tm
     assert (tmp_path / "train.csv").read_text().startswith("step,time,train/loss")
 
 
-@contextlib.contextmanager
-def read_only_mount(folder, source=None):
-    """``folder`` as a read-only file system: an empty tmpfs, or a read-only bind of ``source``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    commands = ([["mount", "--bind", str(source), str(folder)], ["mount", "-o", "remount,ro,bind", str(folder)]]
-                if source else [["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(folder)]])
-    mounted = False
-    try:
-        for command in commands:
-            done = subprocess.run(command, capture_output=True, text=True)
-            mounted = mounted or done.returncode == 0
-            if done.returncode != 0:
-                why = done.stderr.strip() or done.returncode
-                pytest.skip(f"cannot mount here ({why}): needs root, with the right to mount")
-        yield folder
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(folder)], check=True)
-
-
-def test_a_read_only_target_is_one_line_and_writes_nothing(good_run, tmp_path):
-    with read_only_mount(tmp_path / "ro") as ro:
-        for command in (["runs", "plot", good_run, "-o", ro / "c.png"],
-                        ["runs", "export", good_run, "-o", ro / "csv"],
-                        ["runs", "export", good_run, "-o", ro]):
-            assert_one_line_error(cli(*command), str(ro), "Read-only file system")
-        assert list(ro.iterdir()) == []
+def test_a_read_only_target_is_one_line_and_writes_nothing(good_run, read_only):
+    for command in (["runs", "plot", good_run, "-o", read_only / "c.png"],
+                    ["runs", "export", good_run, "-o", read_only / "csv"],
+                    ["runs", "export", good_run, "-o", read_only]):
+        assert_one_line_error(cli(*command), str(read_only), "Read-only file system")
+    assert list(read_only.iterdir()) == []
 
 
 def test_a_run_on_a_read_only_mount_is_read_but_not_synced(good_run, tmp_path):
     source = shutil.copytree(good_run, tmp_path / "source")
     (source / "trackkit" / "index.json").unlink()  # the tools rebuild it, and cannot save it here
-    with read_only_mount(tmp_path / "ro", source) as ro:
+    bind = [["mount", "--bind", str(source)], ["mount", "-o", "remount,ro,bind"]]
+    with mounted(tmp_path / "ro", *bind) as ro:
         shown = cli("runs", "show", ro)
         assert shown.exit_code == 0, shown.output
         assert next(line.split() for line in shown.output.splitlines() if line.startswith("steps")) == ["steps", "20"]

@@ -171,22 +171,6 @@ def test_a_checkpoints_path_that_is_a_file_is_one_line(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
 
 
-@pytest.fixture
-def read_only(tmp_path) -> Path:
-    """A read-only filesystem: it refuses writes even to root, which permission bits do not."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(folder)], capture_output=True,
-                                 text=True)
-    except FileNotFoundError:
-        pytest.skip("no mount command here to make a read-only filesystem")
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a read-only tmpfs (needs root): {mounted.stderr.strip()}")
-    yield folder
-    subprocess.run(["umount", "--lazy", str(folder)], check=True)
-
-
 @pytest.mark.parametrize("under", ["", "sub/run"], ids=["the-folder", "under-it"])
 def test_a_read_only_output_dir_or_parent_is_one_line(read_only, tmp_path, under):
     out = read_only / under if under else read_only

@@ -39,11 +39,18 @@ def _check_folder_of(path: Path, folder: Path) -> None:
         raise TrackkitError(f"cannot write {path}: the folder {folder} does not exist")
     if not folder.is_dir():
         raise TrackkitError(f"cannot write {path}: {folder} is not a folder")
+    error = write_error(folder)
+    if error is not None:
+        raise TrackkitError(f"cannot write {path}: {error.strerror or error} ({folder})")
+
+
+def write_error(folder: Path) -> OSError | None:
+    """Why files cannot be written in the existing ``folder``, found out by writing one; None when they can."""
     try:
         with tempfile.TemporaryFile(dir=folder):
-            pass
+            return None
     except OSError as exc:
-        raise TrackkitError(f"cannot write {path}: {exc.strerror or exc} ({folder})") from None
+        return exc
 
 
 @contextlib.contextmanager

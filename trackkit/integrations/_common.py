@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import TrackkitError
 from ..namespaces import BUILTIN, EPOCH, EVAL, FINAL, TRAIN, check_custom
+from ..outputs import write_error
 from ..plugins import parse_names
 from ..record import read_run_json
 from ..report import report
@@ -32,8 +33,9 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TrackkitError(f"output_dir {str(path)!r} cannot be created: {exc.strerror or exc}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise TrackkitError(f"output_dir {str(path)!r} is not writable")
+    error = write_error(path)
+    if error is not None:
+        raise TrackkitError(f"output_dir {str(path)!r} is not writable: {error.strerror or error}")
     return path
 
 
