@@ -7,13 +7,15 @@
 """
 import csv
 import json
+import math
+import random
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import trackkit
@@ -169,11 +171,17 @@ def test_events_the_run_api_accepts_round_trip_through_the_record_and_export(cal
 ANY_VALUE = st.one_of(st.integers(), st.floats(), st.booleans(), st.none(), st.text(max_size=4))
 
 
+NESTED_VALUE = st.recursive(ANY_VALUE, lambda inner: st.lists(inner, max_size=3)
+                            | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=6)
+
+
 @settings(max_examples=300, deadline=None)
 @given(kind=st.one_of(st.sampled_from(["train", "metrics", "final"]), st.text(max_size=3)),
-       fields=st.dictionaries(st.text(max_size=6), ANY_VALUE, max_size=4),
+       fields=st.dictionaries(st.text(max_size=6), NESTED_VALUE, max_size=4),
        metrics=st.dictionaries(st.text(max_size=8), ANY_VALUE, max_size=6),
        namespace=st.one_of(st.none(), st.text(max_size=5)), order=st.randoms())
+@example(kind="train", fields={"": math.inf}, metrics={}, namespace=None, order=random.Random(0))
+@example(kind="train", fields={"meta": [math.nan]}, metrics={"a": 1.0}, namespace=None, order=random.Random(0))
 def test_the_trackers_encoder_writes_one_line_that_reads_back_as_json_dumps_would(kind, fields, metrics, namespace,
                                                                                    order):
     items = [("event", kind), ("metrics", metrics), *fields.items()] + ([("namespace", namespace)] if namespace else [])

@@ -94,13 +94,19 @@ def encode(event: dict[str, Any]) -> str:
     """
     metrics = event.get("metrics")
     if type(metrics) is dict:
+        fields = [value for value in event.values() if value is not metrics]
         try:
-            # A NaN or inf among the metrics or the time makes the sum one; a value that is not a number fails.
-            if math.isfinite(sum(metrics.values(), event.get("time", 0.0))):
+            # Flat fields only (a nested one could hide a NaN); a NaN or inf among the metrics or the
+            # fields' floats makes the sum one, and a metric that is not a number makes it fail.
+            if _FLAT.issuperset(map(type, fields)) and math.isfinite(
+                    sum(metrics.values(), sum(value for value in fields if type(value) is float))):
                 return orjson.dumps(event).decode()
         except (TypeError, OverflowError):  # orjson.JSONEncodeError is a TypeError
             pass
     return "".join(_ENCODER(event, 0)) if _ENCODER is not None else json.dumps(event, default=str)
+
+
+_FLAT = frozenset({str, int, float, bool, type(None)})
 
 
 def _as_text(value: Any) -> str:
